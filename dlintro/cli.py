@@ -1,0 +1,347 @@
+"""The `dlintro` command: parse, call the API, render with rich.
+
+TensorFlow is imported inside the commands that need it, so `dlintro --help` is instant.
+Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dlintro import __version__
+from dlintro.errors import DlintroError
+
+app = typer.Typer(
+    name="dlintro",
+    help="Train image classifiers from a YAML file: the classic deep-learning ladder, "
+    "reproducible.\n\nExample: dlintro train configs/mnist_conv.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_state = {"debug": os.environ.get("DLINTRO_DEBUG", "") not in ("", "0")}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigArg = Annotated[Path, typer.Argument(help="A YAML config, such as configs/mnist_conv.yaml.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a config key: --set data.batch_size=64 (repeatable)."
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory laid out as <dir>/<dataset>/<official files> "
+        "(default: $DLINTRO_DATA_DIR, else ~/.cache/dlintro/datasets).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _handled(fn: F) -> F:
+    """Turn dlintro errors into a one-line message and an exit code (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except DlintroError as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"error: {exc}", soft_wrap=True, markup=False, style="red")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", style="yellow")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            msg = " ".join(str(exc).split())[:300]
+            err.print(
+                f"error: {type(exc).__name__}: {msg} (run with --debug for the traceback)",
+                soft_wrap=True,
+                markup=False,
+                style="red",
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"dlintro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    if debug:
+        _state["debug"] = True
+    if not _state["debug"]:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@app.command()
+@_handled
+def train(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Train for N epochs (replaces train.*).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Train for N steps (replaces train.*).")
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="Where to write the run (default runs/<name>-<time>)."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train a model from a YAML config and write runs/<name>-<time>/.
+
+    Example: dlintro train configs/mnist_conv.yaml --set data.batch_size=64 --epochs 2
+    """
+    from dlintro import config as config_mod
+
+    if epochs is not None and steps is not None:
+        raise typer.BadParameter("give --epochs or --steps, not both")
+    overrides = list(set_ or [])
+    if epochs is not None:
+        overrides += [f"train.epochs={epochs}", "train.steps=null"]
+    if steps is not None:
+        overrides += [f"train.steps={steps}", "train.epochs=null"]
+    cfg = config_mod.load(config, overrides)
+    from dlintro import train as train_mod
+    from dlintro.progress import make_reporter
+
+    result = train_mod.run(
+        cfg, run_dir=run_dir, data_dir=data_dir, reporter=make_reporter(out), command=sys.argv
+    )
+    m = result.metrics
+    out.print(
+        f"test accuracy {m['accuracy']:.2%}  loss {m['loss']:.4f}  "
+        f"({m['num_examples']:,} test images)"
+    )
+    out.print(
+        f"{result.steps:,} steps, {result.epochs} epochs in {result.wall_seconds:.1f} s wall "
+        f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
+    )
+    out.print(f"run directory: {result.run_dir}")
+    out.print(f"next: dlintro eval {result.run_dir}")
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+@_handled
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'dlintro train'.")],
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Evaluate a trained run on its test set: accuracy, loss, per-class accuracy, confusion.
+
+    Example: dlintro eval runs/mnist_conv-20260101-120000 --json
+    """
+    from dlintro import evaluate
+
+    metrics = evaluate.evaluate_run(run_dir, data_dir)
+    if json_:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+        return
+    _render_metrics(metrics)
+
+
+def _render_metrics(m: dict[str, Any]) -> None:
+    out.print(
+        f"test accuracy [bold]{m['accuracy']:.2%}[/bold]  loss {m['loss']:.4f}  "
+        f"({m['num_examples']:,} images)"
+    )
+    names = m["class_names"]
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)", box=None)
+    table.add_column("class", style="bold")
+    for name in names:
+        table.add_column(_short(name), justify="right")
+    table.add_column("accuracy", justify="right", style="bold")
+    for name, row, acc in zip(names, m["confusion_matrix"], m["per_class_accuracy"], strict=True):
+        table.add_row(name, *(str(v) for v in row), f"{acc:.2%}")
+    out.print(table)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 6 else name[:5] + "."
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+@app.command()
+@_handled
+def summary(
+    target: Annotated[
+        Path, typer.Argument(help="A YAML config or a run directory.", show_default=False)
+    ],
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show layers, output shapes, parameter arithmetic and multiply-accumulates; no data needed.
+
+    Example: dlintro summary configs/mnist_conv.yaml
+    """
+    from dlintro import config as config_mod
+    from dlintro import runs
+
+    if target.is_dir():
+        runs.open_run(target)
+    cfg = config_mod.load(target, list(set_ or []))
+    from dlintro import data, inspect, models
+
+    info = data.dataset_info(cfg.data.dataset, cfg.data.params)
+    model = models.build(cfg.model.name, info.input_shape, info.num_classes, cfg.model.params)
+    s = inspect.summarize(model)
+    if json_:
+        sys.stdout.write(json.dumps(s.to_dict() | {"model": cfg.model.name}) + "\n")
+        return
+    table = Table(title=f"{cfg.model.name} on {cfg.data.dataset} {tuple(info.input_shape)}")
+    for col, justify in [
+        ("layer", "left"),
+        ("type", "left"),
+        ("output", "left"),
+        ("parameters", "right"),
+        ("arithmetic", "left"),
+        ("MACs", "right"),
+    ]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for layer in s.layers:
+        table.add_row(
+            layer.name,
+            layer.type,
+            "x".join(str(d) for d in layer.output_shape),
+            inspect.format_count(layer.params),
+            layer.arithmetic,
+            inspect.format_macs(layer.macs) if layer.macs else "",
+        )
+    out.print(table)
+    out.print(
+        f"total parameters {inspect.format_count(s.total_params)} "
+        f"(trainable {inspect.format_count(s.trainable_params)}, "
+        f"non-trainable {inspect.format_count(s.non_trainable_params)}); "
+        f"{inspect.format_macs(s.macs)} multiply-accumulates per image"
+    )
+
+
+# ----------------------------------------------------------------------------- listings
+
+
+@app.command("models")
+@_handled
+def models_(json_: JsonOpt = False) -> None:
+    """List the registered models and their parameters.
+
+    Example: dlintro models
+    """
+    from dlintro import models
+
+    rows = []
+    for name in models.MODELS.names():
+        meta = models.MODELS.meta(name)
+        params = [p for p in models.MODELS.params(name, models.SUPPLIED)]
+        rows.append({"name": name, "family": meta.get("family", ""), "params": params,
+                     "description": meta.get("description", "")})  # fmt: skip
+    if json_:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="models (use as model.name; model.params takes the parameters)")
+    for col in ("name", "family", "description", "parameters"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["description"], ", ".join(r["params"]))
+    out.print(table)
+
+
+@app.command()
+@_handled
+def datasets(
+    data_dir: DataDirOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check SHA-256 of every file.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """List datasets, where each is cached, and whether its files are present.
+
+    Example: DLINTRO_DATA_DIR=../shared/datasets dlintro datasets --verify
+    """
+    from dlintro.data import download, sources
+
+    root = sources.data_root(data_dir)
+    rows = []
+    for name in sources.DATASETS.names():
+        st = sources.status(name, root)
+        if verify and st["needs_files"]:
+            st["verified"] = download.verify_files(sources.dataset_info(name), root)
+        rows.append(st)
+    if json_:
+        sys.stdout.write(json.dumps({"root": str(root), "datasets": rows}, default=str) + "\n")
+    else:
+        out.print(f"data directory: {root}  (set by --data-dir or DLINTRO_DATA_DIR)")
+        table = Table()
+        for col in ("dataset", "files", "directory", "description"):
+            table.add_column(col)
+        for r in rows:
+            where = str(r["directory"]) if r["needs_files"] else ""
+            table.add_row(r["name"], _files_state(r), where, r["description"])
+        out.print(table)
+    bad = [v for r in rows for v in r.get("verified", []) if not v["ok"]]
+    for v in bad:
+        err.print(f"error: {v['path']}: {v['problem']}", soft_wrap=True, markup=False, style="red")
+    if bad:
+        raise typer.Exit(2)
+
+
+def _files_state(row: dict[str, Any]) -> str:
+    if not row["needs_files"]:
+        return "generated (no files)"
+    files = row["files"]
+    present = sum(f["present"] and f["size_ok"] for f in files)
+    state = f"{present}/{len(files)} present"
+    if "verified" in row:
+        ok = sum(v["ok"] for v in row["verified"])
+        state += f", {ok}/{len(files)} checksums ok"
+    return state
+
+
+def main() -> None:
+    """Entry point of the `dlintro` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""The experiment config: YAML file + `--set` overrides -> a typed, validated, frozen Config.
+
+Every error names where the bad value came from (`file:line` or the `--set` argument), the key,
+and what would be right. The final config is built in a fixed order (schema defaults, the YAML
+file, then overrides), validated, frozen, and dumped next to every run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from dlintro.errors import UserError
+from dlintro.registry import ParamsError, did_you_mean
+
+Params = dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Spec(_Strict):
+    """A registry name with the parameters for its builder."""
+
+    name: str
+    params: Params = Field(default_factory=dict)
+
+
+class DataConfig(_Strict):
+    """Which dataset, and how it is batched, split, normalized and augmented."""
+
+    dataset: str = "mnist"
+    params: Params = Field(default_factory=dict)
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    shuffle_buffer: Annotated[int, Field(ge=1)] | None = None
+    normalize: Literal["unit", "standardize", "none"] = "unit"
+    augment: list[Spec] = Field(default_factory=list)
+
+
+class ModelConfig(_Strict):
+    """A registered model builder and its parameters (see `dlintro models`)."""
+
+    name: str
+    params: Params = Field(default_factory=dict)
+
+
+class OptimizerConfig(_Strict):
+    """A registered optimizer; `learning_rate` is the base (peak) rate that schedules shape."""
+
+    name: str = "adam"
+    learning_rate: Annotated[float, Field(gt=0.0, le=100.0)] = 0.001
+    params: Params = Field(default_factory=dict)
+
+
+class ScheduleConfig(_Strict):
+    """A registered learning-rate schedule over training steps."""
+
+    name: str = "constant"
+    params: Params = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    """How long and how to train. Exactly one of `epochs` and `steps` is set."""
+
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    steps: Annotated[int, Field(ge=1)] | None = None
+    steps_per_execution: Annotated[int, Field(ge=1, le=10_000)] = 1
+    jit_compile: Literal["auto"] | bool = "auto"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    log_every: Annotated[int, Field(ge=1)] = 100
+
+    @pydantic.model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("set either train.epochs or train.steps, not both")
+        return self
+
+
+class DistributionConfig(_Strict):
+    """Where training runs; only the default strategy exists so far."""
+
+    strategy: Literal["auto", "default"] = "auto"
+
+
+class Config(_Strict):
+    """One experiment, exactly as it runs."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    description: str = ""
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1))
+    distribution: DistributionConfig = Field(default_factory=DistributionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML; loading it back gives the same Config."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+# --------------------------------------------------------------------------- YAML with positions
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+Path_ = tuple[str | int, ...]
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, str]]:
+    """Parse YAML safely; return the data and a map from key path to 'file:line'."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise UserError(f"{where}: YAML syntax error: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source}: YAML error: {exc}") from None
+    positions: dict[Path_, str] = {}
+
+    def walk(n: yaml.Node, path: Path_) -> None:
+        positions[path] = f"{source}:{n.start_mark.line + 1}"
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in n.value:
+                key = key_node.value
+                if key in seen:
+                    raise UserError(
+                        f"{source}:{key_node.start_mark.line + 1}: duplicate key "
+                        f"'{_dotted((*path, key))}'"
+                    )
+                seen.add(key)
+                walk(value_node, (*path, key))
+                positions[(*path, key)] = f"{source}:{key_node.start_mark.line + 1}"
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return data, positions
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _where(positions: dict[Path_, str], path: Path_, default: str) -> str:
+    for n in range(len(path), -1, -1):
+        if path[:n] in positions:
+            return positions[path[:n]]
+    return default
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=c' -> (['a', 'b'], c) with c read as YAML (so numbers, lists and null work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or not all(key.split(".")):
+        raise UserError(f"--set {text}: expected KEY=VALUE, for example --set data.batch_size=64")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {text}: the value is not valid YAML: {exc}") from None
+    return key.strip().split("."), value
+
+
+def _apply_override(data: dict[str, Any], text: str, positions: dict[Path_, str]) -> None:
+    keys, value = parse_override(text)
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise UserError(f"--set {text}: '{'.'.join(keys[: i + 1])}' is not a section")
+        node = child
+    node[keys[-1]] = value
+    path = tuple(keys)
+    for p in [p for p in positions if p[: len(path)] == path]:
+        del positions[p]
+    positions[path] = f"--set {text}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _fields_at(path: Path_) -> list[str]:
+    """Valid keys of the config section at `path` (for did-you-mean on unknown keys)."""
+    model: Any = Config
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Path_:
+    """Drop the union-member labels pydantic puts in error locations ('literal[...]', ...)."""
+    return tuple(
+        p
+        for p in loc
+        if isinstance(p, int) or not (re.search(r"[\[\]-]", str(p)) or p in _TYPE_TAGS)
+    )
+
+
+_TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list", "tuple"}
+
+
+def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], src: str) -> str:
+    errors = exc.errors()
+    loc = _clean_loc(tuple(errors[0]["loc"]))
+    where = _where(positions, loc, src)
+    key = _dotted(loc)
+    err = errors[0]
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), valid) or f" (valid keys: {', '.join(valid)})"
+        return f"{where}: unknown key '{key}'{hint}"
+    if err["type"] == "missing":
+        return f"{where}: missing required key '{key}'"
+    # A union (e.g. 'auto' or a boolean) fails once per member: say all the options at once.
+    msgs: list[str] = []
+    for e in errors:
+        if _clean_loc(tuple(e["loc"])) == loc:
+            m = str(e["msg"]).removeprefix("Value error, ")
+            m = m[:1].lower() + m[1:]
+            if msgs:
+                m = m.removeprefix("input should be ")
+            if m not in msgs:
+                msgs.append(m)
+    msg = " or ".join(msgs)
+    value = err.get("input")
+    if not loc or isinstance(value, dict):
+        return f"{where}: {key + ': ' if loc else ''}{msg}"
+    return f"{where}: {key} = {_format_value(value)}: {msg}"
+
+
+def _check_names(cfg: Config, positions: dict[Path_, str], src: str) -> None:
+    """Check registry names and builder params (imports the registries, hence TensorFlow)."""
+    from dlintro import models, optim
+    from dlintro.data import AUGMENTATIONS, DATASETS
+
+    checks: list[tuple[Path_, Any, str, Params, tuple[str, ...]]] = [
+        (("data",), DATASETS, cfg.data.dataset, cfg.data.params, ("root",)),
+        (("model",), models.MODELS, cfg.model.name, cfg.model.params, models.SUPPLIED),
+        (
+            ("optimizer",),
+            optim.OPTIMIZERS,
+            cfg.optimizer.name,
+            cfg.optimizer.params,
+            optim.SUPPLIED,
+        ),
+        (("schedule",), optim.SCHEDULES, cfg.schedule.name, cfg.schedule.params, optim.SUPPLIED),
+    ]
+    for i, aug in enumerate(cfg.data.augment):
+        checks.append((("data", "augment", i), AUGMENTATIONS, aug.name, aug.params, ()))
+    for section, registry, name, params, skip in checks:
+        name_key: Path_ = (*section, "dataset" if section == ("data",) else "name")
+        try:
+            registry.get(name)
+        except UserError as exc:
+            raise UserError(
+                f"{_where(positions, name_key, src)}: {_dotted(name_key)}: {exc}"
+            ) from None
+        try:
+            registry.check_params(name, params, skip)
+        except ParamsError as exc:
+            loc, msg, value = exc.errors[0]
+            path = (*section, "params", *loc)
+            where = _where(positions, path, src)
+            if msg.startswith("unknown parameter"):
+                raise UserError(f"{where}: {_dotted(path)}: {msg}") from None
+            raise UserError(f"{where}: {_dotted(path)} = {_format_value(value)}: {msg}") from None
+
+
+def load(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    data: dict[str, Any] | None = None,
+    check_names: bool = True,
+) -> Config:
+    """Load a config file (or a dict), apply `--set` overrides, validate, and freeze it."""
+    if path is not None:
+        path = Path(path)
+        src = str(path)
+        if path.is_dir() and (path / "config.yaml").is_file():
+            path = path / "config.yaml"
+            src = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{src}: no such config file") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise UserError(f"{src}: cannot read the config: {exc}") from None
+        raw, positions = _parse_yaml(text, src)
+    else:
+        src, raw, positions = "<config>", data if data is not None else {}, {}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{src}:1: a config is a mapping of keys (name:, model:, ...)")
+    raw = _deep_copy(raw)
+    for text in overrides:
+        _apply_override(raw, text, positions)
+    try:
+        cfg = Config.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise UserError(_pydantic_error(exc, positions, src)) from None
+    if cfg.train.epochs is None and cfg.train.steps is None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
+    if check_names:
+        _check_names(cfg, positions, src)
+    return cfg
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

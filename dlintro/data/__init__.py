@@ -1,0 +1,59 @@
+"""Data: dataset sources (download, verify, parse), the tf.data pipeline and augmentations.
+
+`import dlintro.data` stays free of TensorFlow: `build`, `build_test`, `DataBundle` and
+`AUGMENTATIONS` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from dlintro.data.download import ensure_files, verify_files
+from dlintro.data.sources import (
+    DATASETS,
+    Arrays,
+    DatasetInfo,
+    FileSpec,
+    data_root,
+    dataset_info,
+    load_dataset,
+    status,
+)
+
+_LAZY = {
+    "build": "dlintro.data.pipeline",
+    "build_test": "dlintro.data.pipeline",
+    "DataBundle": "dlintro.data.pipeline",
+    "AUGMENTATIONS": "dlintro.data.augment",
+}
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "Arrays",
+    "DataBundle",
+    "DatasetInfo",
+    "FileSpec",
+    "build",
+    "build_test",
+    "data_root",
+    "dataset_info",
+    "ensure_files",
+    "load_dataset",
+    "status",
+    "verify_files",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the TensorFlow-side names on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dlintro.data' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

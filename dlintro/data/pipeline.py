@@ -1,0 +1,194 @@
+"""The tf.data pipelines: train (shuffled, augmented), validation and test (neither).
+
+uint8 arrays stay in memory; elements are batched first and then converted, augmented and
+normalized a whole batch at a time in one parallel, deterministic map. Normalization is
+`(x * scale - mean) / std` per channel with scale 1/255 (modes "unit", "standardize") or 1
+("none"); its numbers go in `DataBundle.normalization` so that a saved run can reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from dlintro.data.augment import AugmentFn, make_augmenter
+from dlintro.data.sources import DatasetInfo, data_root, load_dataset
+from dlintro.errors import UserError
+
+MODES = ("unit", "standardize", "none")
+AUGMENT_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class DataBundle:
+    """Everything training needs from the data side."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset
+    info: DatasetInfo
+    num_train: int
+    num_validation: int
+    num_test: int
+    steps_per_epoch: int
+    normalization: dict[str, Any]
+
+
+def _scale(mode: str) -> float:
+    return 1.0 if mode == "none" else 1.0 / 255.0
+
+
+def compute_normalization(mode: str, x: np.ndarray) -> dict[str, Any]:
+    """The json-able normalization of uint8 images x [N,H,W,C]; mean/std from x for standardize.
+
+    Statistics come from exact per-channel histograms (no float overflow, one pass).
+    """
+    if mode not in MODES:
+        raise UserError(f"unknown normalize mode '{mode}'; valid: {', '.join(MODES)}")
+    channels = x.shape[-1]
+    mean, std = [0.0] * channels, [1.0] * channels
+    if mode == "standardize":
+        values = np.arange(256, dtype=np.float64) / 255.0
+        for c in range(channels):
+            hist = np.bincount(x[..., c].ravel(), minlength=256).astype(np.float64)
+            total = hist.sum()
+            m = float(hist @ values / total)
+            s = math.sqrt(max(float(hist @ (values - m) ** 2 / total), 0.0))
+            mean[c], std[c] = m, (s if s > 1e-6 else 1.0)
+    return {"mode": mode, "mean": mean, "std": std}
+
+
+def _check_normalization(norm: Any, channels: int) -> tuple[float, list[float], list[float]]:
+    """Validate saved normalization numbers (they come from a run directory)."""
+    try:
+        mode, mean, std = norm["mode"], list(norm["mean"]), list(norm["std"])
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"bad normalization record {norm!r}: need mode, mean, std") from None
+    if mode not in MODES or len(mean) != channels or len(std) != channels:
+        raise UserError(
+            f"normalization record {norm!r} does not fit {channels}-channel images "
+            f"(modes: {', '.join(MODES)})"
+        )
+    if any(not s > 0 for s in std):
+        raise UserError(f"normalization record {norm!r}: std must be positive")
+    return _scale(mode), mean, std
+
+
+def _batch_fn(norm: dict[str, Any], channels: int, augment: AugmentFn | None) -> Any:
+    """The per-batch map: uint8 -> float32 (augment on 0..255) -> normalized; labels int32."""
+    scale, mean, std = _check_normalization(norm, channels)
+    mean_t = tf.constant(mean, tf.float32)
+    inv_std_t = tf.constant([1.0 / s for s in std], tf.float32)
+
+    def convert(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor | None = None) -> tuple:
+        images = tf.cast(x, tf.float32)
+        if augment is not None:
+            images = augment(images, seed)
+        images = (images * scale - mean_t) * inv_std_t
+        return images, tf.cast(y, tf.int32)
+
+    return convert
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    norm: dict[str, Any],
+    *,
+    shuffle_buffer: int | None = None,
+    augment: AugmentFn | None = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """One pipeline over in-memory uint8 arrays; shuffled when shuffle_buffer is given."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_buffer is not None:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    convert = _batch_fn(norm, x.shape[-1], augment)
+    if augment is not None:
+        seeds = tf.data.Dataset.random(
+            seed=seed + AUGMENT_SEED_OFFSET, rerandomize_each_iteration=True
+        ).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda xy, s: convert(xy[0], xy[1], s),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices, sorted; a seeded permutation picks the validation part."""
+    if not 0 <= fraction < 1:
+        raise UserError(f"validation_split must be in [0, 1), got {fraction}")
+    n_val = round(n * fraction)
+    if fraction > 0 and not 0 < n_val < n:
+        raise UserError(
+            f"validation_split {fraction} of {n} training examples leaves an empty "
+            f"{'validation' if n_val == 0 else 'training'} set"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _batch_size(data_cfg: Any) -> int:
+    batch_size = int(data_cfg.batch_size)
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
+
+
+def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataBundle:
+    """Load the configured dataset and build the train / validation / test pipelines."""
+    batch_size = _batch_size(data_cfg)
+    augment = make_augmenter(list(data_cfg.augment or []))
+    info, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
+    x_train, y_train = arrays.x_train, arrays.y_train
+    validation, num_val = None, 0
+    if data_cfg.validation_split > 0:
+        train_idx, val_idx = split_indices(len(x_train), data_cfg.validation_split, seed)
+        x_val, y_val = x_train[val_idx], y_train[val_idx]
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
+        num_val = len(val_idx)
+    norm = compute_normalization(data_cfg.normalize, x_train)
+    buffer = data_cfg.shuffle_buffer
+    if buffer is None:
+        buffer = len(x_train)
+    if buffer < 1:
+        raise UserError(f"shuffle_buffer must be at least 1 (or null for all), got {buffer}")
+    train = make_dataset(
+        x_train, y_train, batch_size, norm, shuffle_buffer=buffer, augment=augment, seed=seed
+    )
+    if num_val:
+        validation = make_dataset(x_val, y_val, batch_size, norm)
+    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, norm)
+    return DataBundle(
+        train=train,
+        validation=validation,
+        test=test,
+        info=info,
+        num_train=len(x_train),
+        num_validation=num_val,
+        num_test=len(arrays.x_test),
+        steps_per_epoch=math.ceil(len(x_train) / batch_size),
+        normalization=norm,
+    )
+
+
+def build_test(
+    data_cfg: Any, normalization: dict[str, Any], data_dir: str | Path | None = None
+) -> tuple[tf.data.Dataset, DatasetInfo, int]:
+    """The test pipeline of a saved run, normalized with the run's saved numbers."""
+    batch_size = _batch_size(data_cfg)
+    info, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
+    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, normalization)
+    return test, info, len(arrays.x_test)

@@ -1,0 +1,72 @@
+"""Test-set metrics: accuracy, loss, per-class accuracy, and the confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and true labels for every example of `dataset`."""
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    probs, labels = [], []
+    for x, y in dataset:
+        probs.append(step(x).numpy())
+        labels.append(y.numpy())
+    return np.concatenate(probs).astype(np.float64), np.concatenate(labels).astype(np.int64)
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """All metrics from predicted probabilities; the loss is Keras' clipped cross-entropy."""
+    num_classes = probs.shape[1]
+    predicted = probs.argmax(axis=1)
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    support = confusion.sum(axis=1)
+    per_class = np.divide(np.diag(confusion), support, out=np.zeros(num_classes), where=support > 0)
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "loss": float(-np.log(picked).mean()),
+        "num_examples": len(labels),
+        "class_names": list(class_names),
+        "per_class_accuracy": [round(float(a), 6) for a in per_class],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(model: keras.Model, dataset: tf.data.Dataset, class_names: list[str]) -> dict:
+    """Metrics of `model` on `dataset` (normally the test set)."""
+    probs, labels = predict(model, dataset)
+    return metrics(probs, labels, class_names)
+
+
+def evaluate_run(run_dir: Any, data_dir: Any = None) -> dict[str, Any]:
+    """Evaluate a run's final model on its test set, with the run's own preprocessing, and
+    refresh the run's metrics.json."""
+    from dlintro import config, data, runs
+
+    path = runs.open_run(run_dir)
+    cfg = config.load(path / "config.yaml")
+    meta = runs.read_meta(path)
+    model = load_model(runs.model_path(path))
+    normalization = meta.get("data", {}).get("normalization") or {"mode": cfg.data.normalize}
+    test, info, _ = data.build_test(cfg.data, normalization, data_dir)
+    result = evaluate(model, test, list(info.class_names))
+    runs.write_json(path / "metrics.json", result)
+    return result
+
+
+def load_model(path: Any) -> keras.Model:
+    """Load a .keras file in safe mode (no arbitrary code); a bad file is the user's error."""
+    from dlintro import optim  # noqa: F401  (registers the custom schedules)
+    from dlintro.errors import UserError
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad file
+        msg = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path}: not a loadable Keras model: {msg}") from None

@@ -1,0 +1,45 @@
+"""Model registry: every family module below registers its builders on import.
+
+A builder is `fn(input_shape, num_classes, **params) -> keras.Model`: functional Keras, no
+knowledge of data, optimizers or strategies, arguments checked (strictly typed, ranges enforced).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dlintro.errors import UserError
+from dlintro.registry import Registry
+
+if TYPE_CHECKING:
+    import keras
+
+MODELS: Registry[Any] = Registry("model")
+
+# Arguments dlintro supplies from the dataset; never set in a config's `model.params`.
+SUPPLIED = ("input_shape", "num_classes")
+
+from dlintro.models import convnets, lenet, mlp  # noqa: E402, F401  (registers the families)
+
+
+def build(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    params: dict[str, Any] | None = None,
+) -> keras.Model:
+    """Build registered model `name` for the given input shape and number of classes."""
+    builder = MODELS.get(name)
+    try:
+        return builder(tuple(input_shape), int(num_classes), **(params or {}))
+    except ValueError as exc:  # argument checks, including pydantic's ValidationError
+        raise UserError(f"model '{name}': {_one_line(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        return f"{loc} = {first.get('input')!r}: {first['msg']}"
+    return " ".join(str(exc).split())

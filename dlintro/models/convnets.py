@@ -1,0 +1,194 @@
+"""Small convnets: strided conv stacks (no pooling) and plain conv-pool stacks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import keras
+from keras import layers
+
+from dlintro.models import MODELS
+from dlintro.models.blocks import (
+    Activation,
+    BiasInit,
+    Dropout,
+    KernelStd,
+    Positive,
+    check_input,
+    classifier,
+    conv_block,
+    dense_block,
+)
+from dlintro.registry import validated
+
+
+@MODELS.register("strided_convnet", family="convnets", description="strided convs, dense, softmax")
+@validated
+def strided_convnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    filters: Sequence[Positive] = (4, 8, 12),
+    kernel_sizes: Sequence[Positive] = (5, 5, 4),
+    strides: Sequence[Positive] = (1, 2, 2),
+    dense: Positive = 200,
+    dropout: Dropout = 0.0,
+    batch_norm: bool = False,
+    activation: Activation = "relu",
+    kernel_stddev: KernelStd = None,
+    bias_init: BiasInit = 0.0,
+) -> keras.Model:
+    """Convolutions that downsample by stride (SAME padding), one hidden Dense, softmax."""
+    check_input(input_shape, num_classes, "strided_convnet")
+    if not len(filters) == len(kernel_sizes) == len(strides) >= 1:
+        raise ValueError(
+            "filters, kernel_sizes and strides need the same length (>= 1). Received: "
+            f"{list(filters)}, {list(kernel_sizes)}, {list(strides)}"
+        )
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for i, (f, k, s) in enumerate(zip(filters, kernel_sizes, strides, strict=True), start=1):
+        x = conv_block(
+            x, f, k, activation, strides=s, batch_norm=batch_norm,
+            kernel_stddev=kernel_stddev, bias_init=bias_init, name=f"conv{i}",
+        )  # fmt: skip
+    x = layers.Flatten(name="flatten")(x)
+    x = dense_block(
+        x, dense, activation, batch_norm=batch_norm, dropout=dropout,
+        kernel_stddev=kernel_stddev, bias_init=bias_init, name="dense",
+    )  # fmt: skip
+    outputs = classifier(x, num_classes, kernel_stddev, bias_init)
+    return keras.Model(inputs, outputs, name="strided_convnet")
+
+
+@MODELS.register("plain_convnet", family="convnets", description="conv stages with max-pool")
+@validated
+def plain_convnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    stages: Sequence[Sequence[Positive]] = ((32, 32),),
+    kernel_size: Positive = 3,
+    padding: Literal["same", "valid"] = "same",
+    pool_size: Positive = 2,
+    dense: Sequence[Positive] = (256,),
+    conv_dropout: Dropout = 0.0,
+    dense_dropout: Dropout = 0.0,
+    batch_norm: bool = False,
+    activation: Activation = "relu",
+    kernel_stddev: KernelStd = None,
+    bias_init: BiasInit = 0.0,
+) -> keras.Model:
+    """Stages of convolutions each ending in max-pooling (and dropout), then Dense layers."""
+    check_input(input_shape, num_classes, "plain_convnet")
+    if not stages or not all(stages):
+        raise ValueError(f"stages needs at least one non-empty stage. Received: {stages}")
+    size = min(input_shape[:2])
+    for stage in stages:
+        size = (size - (kernel_size - 1) * len(stage) if padding == "valid" else size) // pool_size
+        if size < 1:
+            raise ValueError(
+                f"input {tuple(input_shape)} is too small for {len(stages)} stages of "
+                f"{kernel_size}x{kernel_size} {padding} convolutions and {pool_size}x{pool_size} "
+                "pooling; use a larger input or fewer stages"
+            )
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for i, stage in enumerate(stages, start=1):
+        for j, f in enumerate(stage, start=1):
+            x = conv_block(
+                x, f, kernel_size, activation, padding=padding, batch_norm=batch_norm,
+                kernel_stddev=kernel_stddev, bias_init=bias_init, name=f"conv{i}_{j}",
+            )  # fmt: skip
+        x = layers.MaxPooling2D(pool_size, name=f"pool{i}")(x)
+        if conv_dropout > 0:
+            x = layers.Dropout(conv_dropout, name=f"pool{i}_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(dense, start=1):
+        x = dense_block(
+            x, units, activation, batch_norm=batch_norm, dropout=dense_dropout,
+            kernel_stddev=kernel_stddev, bias_init=bias_init, name=f"dense{i}",
+        )  # fmt: skip
+    outputs = classifier(x, num_classes, kernel_stddev, bias_init)
+    return keras.Model(inputs, outputs, name="plain_convnet")
+
+
+# ----------------------------------------------------------------------------- named variants
+
+
+@MODELS.register("gorner_conv", family="convnets", description="conv 4-8-12 strided, dense 200")
+@validated
+def gorner_conv(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: Dropout = 0.0,
+    kernel_stddev: KernelStd = None,
+    bias_init: BiasInit = 0.0,
+) -> keras.Model:
+    return strided_convnet(
+        input_shape, num_classes, (4, 8, 12), (5, 5, 4), (1, 2, 2), 200, dropout,
+        kernel_stddev=kernel_stddev, bias_init=bias_init,
+    )  # fmt: skip
+
+
+@MODELS.register("gorner_conv_big", family="convnets", description="conv 6-12-24 strided")
+@validated
+def gorner_conv_big(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: Dropout = 0.25,
+    kernel_stddev: KernelStd = None,
+    bias_init: BiasInit = 0.0,
+) -> keras.Model:
+    return strided_convnet(
+        input_shape, num_classes, (6, 12, 24), (6, 5, 4), (1, 2, 2), 200, dropout,
+        kernel_stddev=kernel_stddev, bias_init=bias_init,
+    )  # fmt: skip
+
+
+@MODELS.register("gorner_conv_bn", family="convnets", description="conv 24-48-64 + batch norm")
+@validated
+def gorner_conv_bn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: Dropout = 0.25,
+    kernel_stddev: KernelStd = None,
+) -> keras.Model:
+    return strided_convnet(
+        input_shape, num_classes, (24, 48, 64), (6, 5, 4), (1, 2, 2), 200, dropout,
+        batch_norm=True, kernel_stddev=kernel_stddev,
+    )  # fmt: skip
+
+
+@MODELS.register("keras_cnn", family="convnets", description="Keras MNIST CNN: 2 conv, dense 256")
+@validated
+def keras_cnn(
+    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.25
+) -> keras.Model:
+    return plain_convnet(
+        input_shape, num_classes, ((32, 32),), 3, "valid", 2, (256,), dropout, dropout
+    )
+
+
+@MODELS.register("tf_deep", family="convnets", description="TF 'Deep MNIST': 5x5 32-64, fc 1024")
+@validated
+def tf_deep(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: Dropout = 0.5,
+    kernel_stddev: KernelStd = 0.1,
+    bias_init: BiasInit = 0.1,
+) -> keras.Model:
+    return plain_convnet(
+        input_shape, num_classes, ((32,), (64,)), 5, "same", 2, (1024,), 0.0, dropout,
+        kernel_stddev=kernel_stddev, bias_init=bias_init,
+    )  # fmt: skip
+
+
+@MODELS.register("keras_cifar_conv", family="convnets", description="conv 16-32 / 32-64, dense 256")
+@validated
+def keras_cifar_conv(
+    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.0
+) -> keras.Model:
+    return plain_convnet(
+        input_shape, num_classes, ((16, 32), (32, 64)), 3, "same", 2, (256,), dropout, dropout
+    )
