@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -20,6 +21,8 @@ from rich.table import Table
 
 from dlintro import __version__
 from dlintro.errors import DlintroError
+
+_STARTED = time.time()  # wall times count from the command's start
 
 app = typer.Typer(
     name="dlintro",
@@ -143,7 +146,12 @@ def train(
     from dlintro.progress import make_reporter
 
     result = train_mod.run(
-        cfg, run_dir=run_dir, data_dir=data_dir, reporter=make_reporter(out), command=sys.argv
+        cfg,
+        run_dir=run_dir,
+        data_dir=data_dir,
+        reporter=make_reporter(out),
+        command=sys.argv,
+        started=_STARTED,
     )
     m = result.metrics
     out.print(
@@ -151,7 +159,8 @@ def train(
         f"({m['num_examples']:,} test images)"
     )
     out.print(
-        f"{result.steps:,} steps, {result.epochs} epochs in {result.wall_seconds:.1f} s wall "
+        f"{result.steps:,} steps, {_plural(result.epochs, 'epoch')} in "
+        f"{result.wall_seconds:.1f} s wall "
         f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
     )
     out.print(f"run directory: {result.run_dir}")
@@ -179,6 +188,10 @@ def eval_(
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
     _render_metrics(metrics)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _render_metrics(m: dict[str, Any]) -> None:

@@ -29,8 +29,8 @@ def _epoch_line(logs: dict[str, Any]) -> str:
 def _start_line(plan: dict[str, Any]) -> str:
     return (
         f"training {plan['model']} ({plan['params']:,} parameters) on {plan['dataset']} "
-        f"({plan['num_train']:,} images): {plan['total_steps']:,} steps = {plan['epochs']} epochs "
-        f"of batch {plan['batch_size']}; writing {plan['run_dir']}"
+        f"({plan['num_train']:,} images): {plan['total_steps']:,} steps = "
+        f"{plan['epochs']} epoch(s) of batch {plan['batch_size']}; writing {plan['run_dir']}"
     )
 
 

@@ -1,0 +1,36 @@
+"""Shared fixtures: no test ever downloads from the internet, and real data is optional."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Downloads are off and the default data directory is empty unless a test says otherwise."""
+    monkeypatch.setenv("DLINTRO_OFFLINE", "1")
+    monkeypatch.delenv("DLINTRO_MIRROR", raising=False)
+    monkeypatch.delenv("DLINTRO_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """The shared real-data directory; the test is skipped when it is absent."""
+    if not (SHARED_DATASETS / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found at {SHARED_DATASETS}/mnist (clone next to shared/)")
+    return SHARED_DATASETS
+
+
+def write_config(path: Path, text: str) -> Path:
+    """Write a YAML config for a test and return its path."""
+    path.write_text(text)
+    return path

@@ -1,0 +1,290 @@
+"""Tests for dlintro.registry and the real registries (models, optimizers, schedules, data)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import pydantic
+import pytest
+from pydantic import Field
+
+from dlintro.errors import UserError
+from dlintro.registry import ParamsError, Registry, UnknownNameError, did_you_mean, validated
+
+
+@validated
+def _widget(
+    size: int,
+    width: Annotated[int, Field(ge=1, le=10)] = 3,
+    rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5,
+    mode: Literal["fast", "slow"] = "fast",
+    flag: bool = False,
+) -> dict[str, object]:
+    return {"size": size, "width": width, "rate": rate, "mode": mode, "flag": flag}
+
+
+def _gadget() -> str:
+    return "gadget"
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg: Registry = Registry("widget")
+    reg.register("widget", description="a test widget")(_widget)
+    reg.register()(_gadget)  # registered under its own name
+    return reg
+
+
+# ----------------------------------------------------------------------------- register / get
+
+
+def test_register_and_get(registry: Registry) -> None:
+    assert registry.get("widget") is _widget
+    assert registry.get("_gadget") is _gadget
+    assert registry.names() == ["_gadget", "widget"]
+    assert list(registry) == ["_gadget", "widget"]
+    assert len(registry) == 2
+    assert "widget" in registry
+    assert "nope" not in registry
+    assert registry.meta("widget") == {"description": "a test widget"}
+    assert registry.meta("_gadget") == {}
+    assert registry.get("widget")(size=2) == {
+        "size": 2,
+        "width": 3,
+        "rate": 0.5,
+        "mode": "fast",
+        "flag": False,
+    }
+
+
+def test_register_returns_the_function_unchanged() -> None:
+    reg: Registry = Registry("thing")
+
+    @reg.register("thing")
+    def thing() -> int:
+        return 7
+
+    assert thing() == 7
+    assert reg.get("thing") is thing
+
+
+def test_duplicate_name_raises(registry: Registry) -> None:
+    with pytest.raises(ValueError, match=r"^widget 'widget' is registered twice$"):
+        registry.register("widget")(_gadget)
+    # the original entry is untouched
+    assert registry.get("widget") is _widget
+
+
+def test_unknown_name_lists_valid_names_and_did_you_mean(registry: Registry) -> None:
+    with pytest.raises(UnknownNameError) as info:
+        registry.get("widgte")
+    assert isinstance(info.value, UserError)
+    assert info.value.exit_code == 2
+    assert str(info.value) == (
+        "unknown widget 'widgte' (did you mean 'widget'?); valid: _gadget, widget"
+    )
+
+
+def test_unknown_name_without_close_match(registry: Registry) -> None:
+    with pytest.raises(UserError) as info:
+        registry.get("zzzzzzzz")
+    assert str(info.value) == "unknown widget 'zzzzzzzz'; valid: _gadget, widget"
+
+
+def test_meta_of_unknown_name_raises(registry: Registry) -> None:
+    with pytest.raises(UnknownNameError, match="unknown widget 'nope'"):
+        registry.meta("nope")
+
+
+def test_did_you_mean() -> None:
+    assert did_you_mean("adamm", ["adam", "sgd"]) == " (did you mean 'adam'?)"
+    assert did_you_mean("xyz", ["adam", "sgd"]) == ""
+    assert did_you_mean("x", []) == ""
+
+
+def test_params_lists_configurable_parameters(registry: Registry) -> None:
+    assert list(registry.params("widget")) == ["size", "width", "rate", "mode", "flag"]
+    assert list(registry.params("widget", skip=("size",))) == ["width", "rate", "mode", "flag"]
+
+
+# ----------------------------------------------------------------------------- check_params
+
+
+def test_check_params_valid_params_pass(registry: Registry) -> None:
+    registry.check_params("widget", {})
+    registry.check_params("widget", {"size": 1, "width": 10, "rate": 0.25, "mode": "slow"})
+    registry.check_params("widget", {"flag": True, "width": 1}, skip=("size",))
+
+
+def test_check_params_unknown_param_did_you_mean(registry: Registry) -> None:
+    with pytest.raises(ParamsError) as info:
+        registry.check_params("widget", {"widht": 4})
+    assert str(info.value) == "unknown parameter of widget 'widget' (did you mean 'width'?)"
+    assert info.value.errors == [(("widht",), str(info.value), 4)]
+
+
+def test_check_params_unknown_param_lists_valid(registry: Registry) -> None:
+    with pytest.raises(ParamsError) as info:
+        registry.check_params("widget", {"zzzzzz": 1}, skip=("size",))
+    assert str(info.value) == (
+        "unknown parameter of widget 'widget' (valid: width, rate, mode, flag)"
+    )
+
+
+def test_check_params_no_params_at_all(registry: Registry) -> None:
+    with pytest.raises(ParamsError, match=r"\(valid: none\)$"):
+        registry.check_params("_gadget", {"x": 1})
+
+
+def test_check_params_skipped_param_is_unknown(registry: Registry) -> None:
+    """Parameters that dlintro supplies itself may not be set by the user."""
+    with pytest.raises(ParamsError, match=r"^unknown parameter of widget 'widget'"):
+        registry.check_params("widget", {"size": 3}, skip=("size",))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"width": "3"}, "input should be a valid integer"),
+        ({"width": 2.5}, "input should be a valid integer"),
+        ({"width": True}, "input should be a valid integer"),
+        ({"flag": "yes"}, "input should be a valid boolean"),
+        ({"mode": "medium"}, "input should be 'fast' or 'slow'"),
+        ({"rate": "0.1"}, "input should be a valid number"),
+    ],
+)
+def test_check_params_wrong_type(registry: Registry, params: dict, message: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        registry.check_params("widget", params)
+    ((key, _),) = params.items()
+    assert str(info.value) == message
+    assert info.value.errors[0] == ((key,), message, params[key])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"width": 0}, "input should be greater than or equal to 1"),
+        ({"width": 11}, "input should be less than or equal to 10"),
+        ({"rate": 0.0}, "input should be greater than 0"),
+        ({"rate": 1.0}, "input should be less than 1"),
+    ],
+)
+def test_check_params_out_of_range_states_bound(
+    registry: Registry, params: dict, message: str
+) -> None:
+    with pytest.raises(ParamsError) as info:
+        registry.check_params("widget", params)
+    assert str(info.value) == message
+    ((key, value),) = params.items()
+    assert info.value.errors == [((key,), message, value)]
+
+
+def test_check_params_reports_every_bad_value(registry: Registry) -> None:
+    with pytest.raises(ParamsError) as info:
+        registry.check_params("widget", {"width": 0, "rate": 2.0})
+    assert [e[0] for e in info.value.errors] == [("width",), ("rate",)]
+
+
+def test_check_params_unknown_builder(registry: Registry) -> None:
+    with pytest.raises(UnknownNameError, match="unknown widget 'nope'"):
+        registry.check_params("nope", {})
+
+
+# ----------------------------------------------------------------------------- validated
+
+
+def test_validated_builder_rejects_bad_direct_call() -> None:
+    assert _widget(size=1, width=10)["width"] == 10
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 10"):
+        _widget(size=1, width=11)
+    with pytest.raises(pydantic.ValidationError, match="valid integer"):
+        _widget(size="1")  # strict: no str -> int coercion
+    with pytest.raises(pydantic.ValidationError):
+        _widget(size=1, mode="medium")
+    # ValidationError is a ValueError, which models.build turns into a UserError
+    with pytest.raises(ValueError):
+        _widget(size=1, rate=0.0)
+
+
+def test_validated_keeps_name_and_signature() -> None:
+    assert _widget.__name__ == "_widget"
+    reg: Registry = Registry("widget")
+    reg.register()(_widget)
+    assert reg.names() == ["_widget"]
+
+
+# ----------------------------------------------------------------------------- real registries
+
+
+def test_models_registry() -> None:
+    from dlintro.models import MODELS
+
+    expected = {
+        "softmax",
+        "mlp",
+        "mlp5",
+        "mlp_16x16",
+        "keras_mlp",
+        "strided_convnet",
+        "plain_convnet",
+        "gorner_conv",
+        "gorner_conv_big",
+        "gorner_conv_bn",
+        "keras_cnn",
+        "tf_deep",
+        "lenet5",
+    }
+    assert MODELS.kind == "model"
+    assert expected <= set(MODELS.names())
+    for name in MODELS.names():
+        assert MODELS.meta(name)["description"], name
+        assert MODELS.meta(name)["family"] in {"mlp", "convnets", "lenet"}, name
+
+
+def test_model_builders_validate_params() -> None:
+    from dlintro.models import MODELS, SUPPLIED
+
+    MODELS.check_params("mlp5", {"dropout": 0.25, "activation": "sigmoid"}, SUPPLIED)
+    with pytest.raises(ParamsError, match="^input should be less than 1$"):
+        MODELS.check_params("mlp5", {"dropout": 1.5}, SUPPLIED)
+    with pytest.raises(ParamsError, match=r"did you mean 'dropout'\?"):
+        MODELS.check_params("mlp5", {"dropuot": 0.1}, SUPPLIED)
+    with pytest.raises(ParamsError, match="^unknown parameter of model 'mlp5'"):
+        MODELS.check_params("mlp5", {"num_classes": 3}, SUPPLIED)
+
+
+def test_optimizers_registry() -> None:
+    from dlintro.optim import OPTIMIZERS
+
+    assert set(OPTIMIZERS.names()) == {"sgd", "adam", "adamw", "rmsprop", "adadelta", "adagrad"}
+
+
+def test_schedules_registry() -> None:
+    from dlintro.optim import SCHEDULES
+
+    assert set(SCHEDULES.names()) == {
+        "constant",
+        "exponential_decay",
+        "piecewise_constant",
+        "cosine",
+    }
+
+
+def test_datasets_registry() -> None:
+    from dlintro.data import DATASETS
+
+    assert set(DATASETS.names()) == {"mnist", "fashion_mnist", "synthetic"}
+    assert DATASETS.meta("mnist")["info"].num_classes == 10
+
+
+def test_augmentations_registry() -> None:
+    from dlintro.data import AUGMENTATIONS
+
+    assert set(AUGMENTATIONS.names()) == {
+        "random_translation",
+        "random_rotation",
+        "random_zoom",
+        "random_flip",
+        "random_crop",
+    }

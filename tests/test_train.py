@@ -1,0 +1,137 @@
+"""Training runs: what a run directory holds, TensorBoard scalars, exact lengths, repeatability."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dlintro import config, evaluate, train
+from dlintro.errors import UserError
+
+BASE = {
+    "name": "tiny",
+    "seed": 3,
+    "data": {
+        "dataset": "synthetic",
+        "params": {"num_train": 200, "num_test": 50},
+        "batch_size": 20,
+        "validation_split": 0.1,
+    },
+    "model": {"name": "gorner_conv"},
+    "optimizer": {"name": "adam", "learning_rate": 0.003},
+    "schedule": {"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
+    "train": {"epochs": 3, "log_every": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[config.Config, train.Result]:
+    cfg = config.load(data=BASE)
+    return cfg, train.run(cfg, run_dir=tmp_path_factory.mktemp("runs") / "tiny")
+
+
+def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["tensors"]:
+        out[tag] = [(e.step, float(np.asarray(_tensor(e)))) for e in acc.Tensors(tag)]
+    return out
+
+
+def _tensor(event):  # tf.summary v2 writes scalars as tensors
+    from tensorboard.util import tensor_util
+
+    return tensor_util.make_ndarray(event.tensor_proto)
+
+
+def test_run_directory_holds_everything(tiny_run) -> None:
+    _, result = tiny_run
+    run = result.run_dir
+    for name in ("config.yaml", "meta.json", "model.keras", "history.csv", "metrics.json"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "finished"
+    assert meta["steps"] == 27 == result.steps  # 180 training images / 20 = 9 steps x 3 epochs
+    assert meta["data"]["num_train"] == 180 and meta["data"]["num_validation"] == 20
+    assert meta["model"]["params"] == 122_270
+    assert meta["versions"]["tensorflow"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_examples"] == 50
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 50
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    with (run / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [9, 18, 27]
+    assert float(rows[-1]["learning_rate"]) == pytest.approx(1e-4 + 0.003 * np.exp(-27 / 20), 1e-4)
+
+
+def test_tensorboard_scalars_read_back(tiny_run) -> None:
+    _, result = tiny_run
+    train_tags = _scalars(result.run_dir / "logs" / "train")
+    val_tags = _scalars(result.run_dir / "logs" / "validation")
+    assert [s for s, _ in train_tags["loss"]] == [9, 18, 27]
+    assert [s for s, _ in val_tags["accuracy"]] == [9, 18, 27]
+    assert {"accuracy", "learning_rate", "images_per_second", "batch_loss"} <= set(train_tags)
+    for step, lr in train_tags["learning_rate"]:
+        assert lr == pytest.approx(1e-4 + 0.003 * np.exp(-step / 20), rel=1e-4)
+    with (result.run_dir / "history.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert train_tags["loss"][-1][1] == pytest.approx(float(last["loss"]), rel=1e-4)
+    test_tags = _scalars(result.run_dir / "logs" / "test")
+    assert test_tags["accuracy"][0][1] == pytest.approx(result.metrics["accuracy"])
+
+
+def test_saved_config_reproduces_the_run(tiny_run, tmp_path: Path) -> None:
+    _, first = tiny_run
+    again = train.run(config.load(first.run_dir / "config.yaml"), run_dir=tmp_path / "again")
+    assert again.metrics["accuracy"] == first.metrics["accuracy"]
+    assert again.metrics["loss"] == pytest.approx(first.metrics["loss"], rel=1e-5)
+    assert again.metrics["confusion_matrix"] == first.metrics["confusion_matrix"]
+
+
+def test_eval_of_saved_model_matches_training_metrics(tiny_run) -> None:
+    _, result = tiny_run
+    metrics = evaluate.evaluate_run(result.run_dir)
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert metrics["loss"] == pytest.approx(result.metrics["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(("steps", "spe"), [(7, 1), (7, 50), (20, 4)])
+def test_training_stops_at_the_exact_step(steps: int, spe: int, tmp_path: Path) -> None:
+    cfg = config.load(
+        data=BASE | {"train": {"steps": steps, "steps_per_execution": spe}},
+        overrides=["data.validation_split=0"],
+    )
+    result = train.run(cfg, run_dir=tmp_path / "r")
+    assert result.steps == steps
+    with (tmp_path / "r" / "history.csv").open() as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == steps
+
+
+def test_execution_steps_divide_epochs_and_the_last_partial_epoch() -> None:
+    assert train.execution_steps(50, 600, 10_000) == 50  # 600 and 400 steps
+    assert train.execution_steps(50, 469, 5_628) == 1  # 469 is prime-ish: 7 x 67
+    assert train.execution_steps(25, 938, 9_380) == 1
+    assert train.execution_steps(8, 16, 40) == 8
+
+
+def test_bad_input_writes_nothing(tmp_path: Path) -> None:
+    cfg = config.load(data=BASE | {"model": {"name": "lenet5", "params": {"pad": 0}}})
+    with pytest.raises(UserError, match="lenet5 needs at least 32x32"):
+        train.run(cfg, run_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_missing_data_files_name_the_files(tmp_path: Path) -> None:
+    cfg = config.load(data=BASE | {"data": {"dataset": "mnist"}})
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte\.gz") as info:
+        train.run(cfg, run_dir=tmp_path / "never", data_dir=tmp_path / "empty")
+    assert "DLINTRO_DATA_DIR" in str(info.value)
+    assert not (tmp_path / "never").exists()
