@@ -117,10 +117,16 @@ def train(
     config: ConfigArg,
     set_: SetOpt = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Train for N epochs (replaces train.*).")
+        int | None,
+        typer.Option(
+            "--epochs", min=1, help="Train for N epochs (overrides train.epochs and train.steps)."
+        ),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="Train for N steps (replaces train.*).")
+        int | None,
+        typer.Option(
+            "--steps", min=1, help="Train for N steps (overrides train.steps and train.epochs)."
+        ),
     ] = None,
     run_dir: Annotated[
         Path | None,

@@ -15,6 +15,17 @@ Positive = Annotated[int, Field(ge=1)]
 Activation = Literal["relu", "sigmoid", "tanh", "elu", "gelu", "swish", "linear"]
 KernelStd = Annotated[float, Field(gt=0.0, le=10.0)] | None
 BiasInit = Annotated[float, Field(ge=-10.0, le=10.0)]
+Momentum = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def batch_norm_layer(name: str, scale: bool, momentum: float, offset: float) -> layers.Layer:
+    """Batch norm whose offset (beta) replaces the preceding layer's bias, as in the BN paper."""
+    return layers.BatchNormalization(
+        momentum=momentum,
+        scale=scale,
+        beta_initializer=keras.initializers.Constant(offset),
+        name=name,
+    )
 
 
 def kernel_initializer(stddev: float | None, seed: int | None = None) -> keras.Initializer | str:
@@ -40,6 +51,8 @@ def dense_block(
     activation: str,
     *,
     batch_norm: bool = False,
+    bn_scale: bool = True,
+    bn_momentum: float = 0.99,
     dropout: float = 0.0,
     kernel_stddev: float | None = None,
     bias_init: float = 0.0,
@@ -54,7 +67,7 @@ def dense_block(
         name=name,
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = batch_norm_layer(f"{name}_bn", bn_scale, bn_momentum, bias_init)(x)
     x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
@@ -70,6 +83,8 @@ def conv_block(
     strides: int = 1,
     padding: str = "same",
     batch_norm: bool = False,
+    bn_scale: bool = True,
+    bn_momentum: float = 0.99,
     kernel_stddev: float | None = None,
     bias_init: float = 0.0,
     name: str,
@@ -86,7 +101,7 @@ def conv_block(
         name=name,
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = batch_norm_layer(f"{name}_bn", bn_scale, bn_momentum, bias_init)(x)
     return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
 

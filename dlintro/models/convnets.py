@@ -14,6 +14,7 @@ from dlintro.models.blocks import (
     BiasInit,
     Dropout,
     KernelStd,
+    Momentum,
     Positive,
     check_input,
     classifier,
@@ -34,11 +35,16 @@ def strided_convnet(
     dense: Positive = 200,
     dropout: Dropout = 0.0,
     batch_norm: bool = False,
+    bn_scale: bool = True,
+    bn_momentum: Momentum = 0.99,
     activation: Activation = "relu",
     kernel_stddev: KernelStd = None,
     bias_init: BiasInit = 0.0,
 ) -> keras.Model:
-    """Convolutions that downsample by stride (SAME padding), one hidden Dense, softmax."""
+    """Convolutions that downsample by stride (SAME padding), one hidden Dense, softmax.
+
+    With batch norm, BN's offset (initialized to `bias_init`) replaces each layer's bias.
+    """
     check_input(input_shape, num_classes, "strided_convnet")
     if not len(filters) == len(kernel_sizes) == len(strides) >= 1:
         raise ValueError(
@@ -49,13 +55,14 @@ def strided_convnet(
     x = inputs
     for i, (f, k, s) in enumerate(zip(filters, kernel_sizes, strides, strict=True), start=1):
         x = conv_block(
-            x, f, k, activation, strides=s, batch_norm=batch_norm,
-            kernel_stddev=kernel_stddev, bias_init=bias_init, name=f"conv{i}",
+            x, f, k, activation, strides=s, batch_norm=batch_norm, bn_scale=bn_scale,
+            bn_momentum=bn_momentum, kernel_stddev=kernel_stddev, bias_init=bias_init,
+            name=f"conv{i}",
         )  # fmt: skip
     x = layers.Flatten(name="flatten")(x)
     x = dense_block(
-        x, dense, activation, batch_norm=batch_norm, dropout=dropout,
-        kernel_stddev=kernel_stddev, bias_init=bias_init, name="dense",
+        x, dense, activation, batch_norm=batch_norm, bn_scale=bn_scale, bn_momentum=bn_momentum,
+        dropout=dropout, kernel_stddev=kernel_stddev, bias_init=bias_init, name="dense",
     )  # fmt: skip
     outputs = classifier(x, num_classes, kernel_stddev, bias_init)
     return keras.Model(inputs, outputs, name="strided_convnet")
@@ -151,11 +158,15 @@ def gorner_conv_bn(
     input_shape: tuple[int, ...],
     num_classes: int,
     dropout: Dropout = 0.25,
+    bn_scale: bool = False,
+    bn_momentum: Momentum = 0.999,
     kernel_stddev: KernelStd = None,
+    bias_init: BiasInit = 0.1,
 ) -> keras.Model:
     return strided_convnet(
         input_shape, num_classes, (24, 48, 64), (6, 5, 4), (1, 2, 2), 200, dropout,
-        batch_norm=True, kernel_stddev=kernel_stddev,
+        batch_norm=True, bn_scale=bn_scale, bn_momentum=bn_momentum,
+        kernel_stddev=kernel_stddev, bias_init=bias_init,
     )  # fmt: skip
 
 

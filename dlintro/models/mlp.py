@@ -13,6 +13,7 @@ from dlintro.models.blocks import (
     BiasInit,
     Dropout,
     KernelStd,
+    Momentum,
     Positive,
     check_input,
     classifier,
@@ -30,10 +31,16 @@ def mlp(
     activation: Activation = "relu",
     dropout: Dropout = 0.0,
     batch_norm: bool = False,
+    bn_scale: bool = True,
+    bn_momentum: Momentum = 0.99,
     kernel_stddev: KernelStd = None,
     bias_init: BiasInit = 0.0,
 ) -> keras.Model:
-    """A multi-layer perceptron; with `hidden=[]` it is softmax regression."""
+    """A multi-layer perceptron; with `hidden=[]` it is softmax regression.
+
+    With batch norm, each hidden Dense has no bias: BN's offset (initialized to `bias_init`)
+    takes its place; `bn_scale: false` drops BN's scale, which a following ReLU does not need.
+    """
     check_input(input_shape, num_classes, "mlp")
     inputs = keras.Input(shape=input_shape, name="images")
     x = layers.Flatten(name="flatten")(inputs)
@@ -43,6 +50,8 @@ def mlp(
             units,
             activation,
             batch_norm=batch_norm,
+            bn_scale=bn_scale,
+            bn_momentum=bn_momentum,
             dropout=dropout,
             kernel_stddev=kernel_stddev,
             bias_init=bias_init,
@@ -68,12 +77,14 @@ def mlp5(
     activation: Activation = "relu",
     dropout: Dropout = 0.0,
     batch_norm: bool = False,
+    bn_scale: bool = True,
+    bn_momentum: Momentum = 0.99,
     kernel_stddev: KernelStd = None,
     bias_init: BiasInit = 0.0,
 ) -> keras.Model:
     return mlp(
         input_shape, num_classes, (200, 100, 60, 30), activation, dropout, batch_norm,
-        kernel_stddev, bias_init,
+        bn_scale, bn_momentum, kernel_stddev, bias_init,
     )  # fmt: skip
 
 
