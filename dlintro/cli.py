@@ -207,17 +207,18 @@ def _render_metrics(m: dict[str, Any]) -> None:
     )
     names = m["class_names"]
     table = Table(title="confusion matrix (rows: true class, columns: predicted)", box=None)
-    table.add_column("class", style="bold")
-    for name in names:
-        table.add_column(_short(name), justify="right")
+    table.add_column("true class", style="bold", no_wrap=True)
+    for i in range(len(names)):
+        table.add_column(str(i), justify="right")
     table.add_column("accuracy", justify="right", style="bold")
-    for name, row, acc in zip(names, m["confusion_matrix"], m["per_class_accuracy"], strict=True):
-        table.add_row(name, *(str(v) for v in row), f"{acc:.2%}")
+    for i, (name, row, acc) in enumerate(
+        zip(names, m["confusion_matrix"], m["per_class_accuracy"], strict=True)
+    ):
+        cells = [
+            f"[green]{v}[/green]" if j == i else (str(v) if v else "·") for j, v in enumerate(row)
+        ]
+        table.add_row(f"{i} {name}" if name != str(i) else name, *cells, f"{acc:.2%}")
     out.print(table)
-
-
-def _short(name: str) -> str:
-    return name if len(name) <= 6 else name[:5] + "."
 
 
 # ----------------------------------------------------------------------------- summary
