@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dlintro import __version__
-from dlintro.errors import DlintroError
+from dlintro.errors import DlintroError, UserError
 
 _STARTED = time.time()  # wall times count from the command's start
 
@@ -33,8 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": os.environ.get("DLINTRO_DEBUG", "") not in ("", "0")}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -141,7 +141,7 @@ def train(
     from dlintro import config as config_mod
 
     if epochs is not None and steps is not None:
-        raise typer.BadParameter("give --epochs or --steps, not both")
+        raise UserError("--epochs and --steps: give one of them, not both")
     overrides = list(set_ or [])
     if epochs is not None:
         overrides += [f"train.epochs={epochs}", "train.steps=null"]

@@ -8,17 +8,41 @@ file, then overrides), validated, frozen, and dumped next to every run.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dlintro.errors import UserError
 from dlintro.registry import ParamsError, did_you_mean
 
-Params = dict[str, Any]
+
+class FrozenDict(dict):
+    """A dict that refuses changes, so a validated config cannot be altered afterwards."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a dlintro config is frozen; use --set or model_copy to change it")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __ior__(self, other: Any) -> FrozenDict:  # type: ignore[override]
+        self._refuse()
+        return self
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+# Builder parameters: any YAML values, frozen after validation (the registry checks them).
+Params = Annotated[dict[str, Any], AfterValidator(_freeze)]
 
 
 class _Strict(BaseModel):
@@ -41,7 +65,7 @@ class DataConfig(_Strict):
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     shuffle_buffer: Annotated[int, Field(ge=1)] | None = None
     normalize: Literal["unit", "standardize", "none"] = "unit"
-    augment: list[Spec] = Field(default_factory=list)
+    augment: Annotated[Sequence[Spec], AfterValidator(tuple)] = ()
 
 
 class ModelConfig(_Strict):
@@ -194,7 +218,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise UserError(f"--set {text}: the value is not valid YAML: {exc}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"--set {text}: the value is not valid YAML: {problem}") from None
     return key.strip().split("."), value
 
 
@@ -202,11 +227,15 @@ def _apply_override(data: dict[str, Any], text: str, positions: dict[Path_, str]
     keys, value = parse_override(text)
     node = data
     for i, key in enumerate(keys[:-1]):
+        prefix = tuple(keys[: i + 1])
         child = node.get(key)
         if child is None:
             child = node[key] = {}
         elif not isinstance(child, dict):
-            raise UserError(f"--set {text}: '{'.'.join(keys[: i + 1])}' is not a section")
+            raise UserError(f"--set {text}: '{'.'.join(prefix)}' is not a section")
+        if positions.get(prefix, "--set").startswith("--set"):
+            # A section that only --set made answers for the latest --set that touched it.
+            positions[prefix] = f"--set {text}"
         node = child
     node[keys[-1]] = value
     path = tuple(keys)
@@ -253,7 +282,7 @@ _TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list", "tuple"}
 
 
 def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], src: str) -> str:
-    errors = exc.errors()
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = _clean_loc(tuple(errors[0]["loc"]))
     where = _where(positions, loc, src)
     key = _dotted(loc)

@@ -246,11 +246,11 @@ def test_model_builders_validate_params() -> None:
     from dlintro.models import MODELS, SUPPLIED
 
     MODELS.check_params("mlp5", {"dropout": 0.25, "activation": "sigmoid"}, SUPPLIED)
-    with pytest.raises(ParamsError, match="^input should be less than 1$"):
+    with pytest.raises(ParamsError, match=r"^input should be less than 1$"):
         MODELS.check_params("mlp5", {"dropout": 1.5}, SUPPLIED)
     with pytest.raises(ParamsError, match=r"did you mean 'dropout'\?"):
         MODELS.check_params("mlp5", {"dropuot": 0.1}, SUPPLIED)
-    with pytest.raises(ParamsError, match="^unknown parameter of model 'mlp5'"):
+    with pytest.raises(ParamsError, match=r"^unknown parameter of model 'mlp5'"):
         MODELS.check_params("mlp5", {"num_classes": 3}, SUPPLIED)
 
 

@@ -29,11 +29,16 @@ def build(
     params: dict[str, Any] | None = None,
 ) -> keras.Model:
     """Build registered model `name` for the given input shape and number of classes."""
+    import keras
+
     builder = MODELS.get(name)
     try:
-        return builder(tuple(input_shape), int(num_classes), **(params or {}))
+        model = builder(tuple(input_shape), int(num_classes), **(params or {}))
     except ValueError as exc:  # argument checks, including pydantic's ValidationError
         raise UserError(f"model '{name}': {_one_line(exc)}") from None
+    if model.name != name:  # a named variant of a family builder: name it after the variant
+        model = keras.Model(model.input, model.output, name=name)
+    return model
 
 
 def _one_line(exc: Exception) -> str:
