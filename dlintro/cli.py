@@ -69,7 +69,10 @@ def _handled(fn: F) -> F:
         except DlintroError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"error: {exc}", soft_wrap=True, markup=False, style="red")
+            if exc.exit_code >= 128:  # stopped by a signal, with a checkpoint saved
+                err.print(str(exc), soft_wrap=True, markup=False, style="yellow")
+            else:
+                err.print(f"error: {exc}", soft_wrap=True, markup=False, style="red")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted", style="yellow")
@@ -114,29 +117,37 @@ def _main(
 @app.command()
 @_handled
 def train(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="A YAML config, such as configs/mnist_conv.yaml.", show_default=False),
+    ] = None,
     set_: SetOpt = None,
     epochs: Annotated[
         int | None,
-        typer.Option(
-            "--epochs", min=1, help="Train for N epochs (overrides train.epochs and train.steps)."
-        ),
+        typer.Option("--epochs", min=1, help="Train for N epochs (overrides train.epochs/steps)."),
     ] = None,
     steps: Annotated[
         int | None,
-        typer.Option(
-            "--steps", min=1, help="Train for N steps (overrides train.steps and train.epochs)."
-        ),
+        typer.Option("--steps", min=1, help="Train for N steps (overrides train.steps/epochs)."),
     ] = None,
     run_dir: Annotated[
         Path | None,
         typer.Option("--run-dir", help="Where to write the run (default runs/<name>-<time>)."),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue this run directory from its last checkpoint."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --resume: accept config changes that break it.")
+    ] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Train a model from a YAML config and write runs/<name>-<time>/.
+    """Train a model from a YAML config and write runs/<name>-<time>/, or resume a run.
 
     Example: dlintro train configs/mnist_conv.yaml --set data.batch_size=64 --epochs 2
+
+    Example: dlintro train --resume runs/mnist_conv-20260101-120000
     """
     from dlintro import config as config_mod
 
@@ -147,18 +158,29 @@ def train(
         overrides += [f"train.epochs={epochs}", "train.steps=null"]
     if steps is not None:
         overrides += [f"train.steps={steps}", "train.epochs=null"]
-    cfg = config_mod.load(config, overrides)
+    if resume is not None:
+        if config is not None or run_dir is not None:
+            raise UserError(
+                "--resume RUN_DIR takes no CONFIG or --run-dir; use --set to change keys"
+            )
+        config_mod.load(resume, overrides)  # config errors first, before TensorFlow starts
+    elif config is None:
+        raise UserError("give a CONFIG to train, or --resume RUN_DIR")
+    elif force:
+        raise UserError("--force goes with --resume")
+    else:
+        cfg = config_mod.load(config, overrides)
     from dlintro import train as train_mod
     from dlintro.progress import make_reporter
 
-    result = train_mod.run(
-        cfg,
-        run_dir=run_dir,
-        data_dir=data_dir,
-        reporter=make_reporter(out),
-        command=sys.argv,
-        started=_STARTED,
-    )
+    common = {
+        "data_dir": data_dir, "reporter": make_reporter(out), "command": sys.argv,
+        "started": _STARTED,
+    }  # fmt: skip
+    if resume is not None:
+        result = train_mod.resume(resume, overrides, force=force, **common)
+    else:
+        result = train_mod.run(cfg, run_dir=run_dir, **common)
     m = result.metrics
     out.print(
         f"test accuracy {m['accuracy']:.2%}  loss {m['loss']:.4f}  "

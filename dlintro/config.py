@@ -99,12 +99,22 @@ class TrainConfig(_Strict):
     jit_compile: Literal["auto"] | bool = "auto"
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     log_every: Annotated[int, Field(ge=1)] = 100
+    deterministic: bool = False
 
     @pydantic.model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
         if self.epochs is not None and self.steps is not None:
             raise ValueError("set either train.epochs or train.steps, not both")
         return self
+
+
+class CheckpointConfig(_Strict):
+    """When to save what a resume needs; a crash loses at most one interval of work."""
+
+    every_steps: Annotated[int, Field(ge=1)] | None = None
+    every_minutes: Annotated[float, Field(gt=0.0)] | None = 10.0
+    at_epoch_end: bool = True
+    keep: Annotated[int, Field(ge=1, le=1000)] = 2
 
 
 class DistributionConfig(_Strict):
@@ -124,6 +134,7 @@ class Config(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1))
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     distribution: DistributionConfig = Field(default_factory=DistributionConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -386,6 +397,32 @@ def load(
     if check_names:
         _check_names(cfg, positions, src)
     return cfg
+
+
+# Keys whose change breaks a run that is resumed (its checkpoint, data order or plan).
+BREAKING = (
+    "seed", "data.dataset", "data.params", "data.batch_size", "data.validation_split",
+    "data.normalize", "model", "optimizer", "schedule", "train.epochs", "train.steps",
+)  # fmt: skip
+
+
+def diff(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf that differs."""
+    out: list[tuple[str, Any, Any]] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(a) + [k for k in b if k not in a]:
+                walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+        elif a != b:
+            out.append((key, a, b))
+
+    walk(old.to_dict(), new.to_dict(), "")
+    return out
+
+
+def is_breaking(key: str) -> bool:
+    return any(key == b or key.startswith(b + ".") for b in BREAKING)
 
 
 def _deep_copy(value: Any) -> Any:

@@ -1,5 +1,6 @@
-"""The training run: data, model and optimizer from a Config, Keras' fit loop, and everything a
-run leaves behind (config.yaml, meta.json, history.csv, logs/, model.keras, metrics.json).
+"""The training run: data, model and optimizer from a Config, the step loop, checkpoints and
+resume, and everything a run leaves behind (config.yaml, meta.json, history.csv, logs/,
+checkpoints/, model.keras, metrics.json).
 
 Printing belongs to the CLI: progress goes to a `Reporter` that the caller supplies.
 """
@@ -10,6 +11,8 @@ import csv
 import math
 import os
 import platform
+import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -21,9 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 import dlintro
-from dlintro import data, distribute, evaluate, models, optim, runs
+from dlintro import checkpoint, config, data, distribute, evaluate, models, optim, runs
 from dlintro.config import Config
-from dlintro.errors import UserError
+from dlintro.errors import DlintroError, UserError
+from dlintro.loop import StepRunner
 
 
 class Reporter(Protocol):
@@ -51,6 +55,18 @@ class SilentReporter:
         pass
 
 
+class Interrupted(DlintroError):
+    """SIGINT or SIGTERM: a checkpoint was saved; exit 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class NonFiniteLoss(DlintroError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
 @dataclass(frozen=True)
 class Result:
     """What a finished run reports."""
@@ -72,12 +88,11 @@ def plan_length(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     return cfg.train.epochs * steps_per_epoch, cfg.train.epochs
 
 
-def execution_steps(wanted: int, steps_per_epoch: int, total_steps: int) -> int:
-    """A steps-per-execution that divides both the epoch and the last partial epoch, so that a
-    run stops exactly at `total_steps` and epoch ends line up with executions."""
-    k = math.gcd(wanted, steps_per_epoch)
-    rest = total_steps % steps_per_epoch
-    return math.gcd(k, rest) if rest else k
+def _jit(setting: str | bool) -> bool:
+    """'auto' uses XLA only on accelerators, as Keras does (XLA is rarely faster on CPU)."""
+    if setting == "auto":
+        return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+    return bool(setting)
 
 
 def run(
@@ -88,143 +103,283 @@ def run(
     command: list[str] | None = None,
     started: float | None = None,
 ) -> Result:
-    """Train `cfg` end to end and return the test metrics and timings.
-
-    `started` (a time.time() value) is when the user's command began, so that wall time
-    includes start-up and data loading; by default it is now.
+    """Train `cfg` from scratch in a new run directory; return the test metrics and timings.
 
     Input problems (data files, model arguments, the run directory) raise UserError before the
-    run directory is created, so a bad invocation leaves nothing behind.
+    run directory is created, so a bad invocation leaves nothing behind. `started` (a time.time()
+    value) is when the user's command began, so that wall time includes start-up.
     """
-    reporter = reporter or SilentReporter()
-    started = started if started is not None else time.time()
-    keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(cfg.train.precision)
+    session = _Session(cfg, data_dir, started)
     try:
-        bundle = data.build(cfg.data, cfg.seed, data_dir)
+        session.build()
+        path = runs.create(cfg.name, run_dir)
+        runs.write_text(path / "config.yaml", cfg.to_yaml())
+        runs.write_json(path / "meta.json", session.meta(command))
+        return session.train(path, reporter or SilentReporter(), start=None)
+    finally:
+        session.close()
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    data_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    command: list[str] | None = None,
+    started: float | None = None,
+) -> Result:
+    """Continue a run from its newest checkpoint (from the start if it has none).
+
+    Overrides that would break the run (a different model, data order, batch, length or
+    schedule) are refused with the list of differences unless `force` is set.
+    """
+    path = runs.open_run(run_dir)
+    meta = runs.read_meta(path)
+    _check_not_live(path, meta)
+    saved = config.load(path / "config.yaml")
+    cfg = config.load(path / "config.yaml", list(overrides))
+    changes = config.diff(saved, cfg)
+    breaking = [c for c in changes if config.is_breaking(c[0])]
+    if breaking and not force:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in breaking)
+        raise UserError(
+            f"{path}: resuming with these changes would break the run: {listed}; "
+            "pass --force to accept them"
+        )
+    if meta.get("status") == "finished" and not changes:
+        raise UserError(
+            f"{path}: the run finished at step {meta.get('steps')}; nothing to resume "
+            "(to train it longer: --resume with --steps or --epochs and --force)"
+        )
+    session = _Session(cfg, data_dir, started)
+    try:
+        session.build()
+        latest = checkpoint.latest(path / "checkpoints")
+        if changes:
+            runs.write_text(path / "config.yaml", cfg.to_yaml())
+        resumes = [*meta.get("resumes", []), {
+            "time": _now(), "from_step": checkpoint.read_state(latest)["step"] if latest else 0,
+            "changes": [[k, a, b] for k, a, b in changes], "command": command or sys.argv,
+        }]  # fmt: skip
+        runs.write_json(path / "meta.json", {**meta, **session.meta(command), "resumes": resumes})
+        return session.train(path, reporter or SilentReporter(), start=latest)
+    finally:
+        session.close()
+
+
+def _check_not_live(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a run that another live process on this machine is still writing."""
+    pid, host = meta.get("pid"), meta.get("host")
+    if meta.get("status") != "running" or not isinstance(pid, int) or pid == os.getpid():
+        return
+    if host not in (None, socket.gethostname()):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise UserError(f"{path}: the run is still being written by process {pid}; wait or stop it")
+
+
+class _Session:
+    """One training process: builds data, model and optimizer, then runs the step loop."""
+
+    def __init__(self, cfg: Config, data_dir: str | Path | None, started: float | None) -> None:
+        self.cfg, self.data_dir = cfg, data_dir
+        self.started = started if started is not None else time.time()
+
+    def build(self) -> None:
+        cfg = self.cfg
+        keras.utils.set_random_seed(cfg.seed)
+        if cfg.train.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(cfg.train.precision)
+        self.bundle = data.build(cfg.data, cfg.seed, self.data_dir)
+        self.total_steps, self.epochs = plan_length(cfg, self.bundle.steps_per_epoch)
         strategy = distribute.build(cfg)
-        total_steps, epochs = plan_length(cfg, bundle.steps_per_epoch)
         with strategy.scope():
-            model = models.build(
-                cfg.model.name, bundle.info.input_shape, bundle.info.num_classes, cfg.model.params
+            info = self.bundle.info
+            self.model = models.build(
+                cfg.model.name, info.input_shape, info.num_classes, cfg.model.params
             )
             try:
                 optimizer = optim.build(
-                    cfg.optimizer, cfg.schedule, total_steps, bundle.steps_per_epoch
+                    cfg.optimizer, cfg.schedule, self.total_steps, self.bundle.steps_per_epoch
                 )
             except ValueError as exc:
                 raise UserError(f"optimizer/schedule: {exc}") from None
-            spe = execution_steps(
-                cfg.train.steps_per_execution, bundle.steps_per_epoch, total_steps
-            )
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                jit_compile=cfg.train.jit_compile,
-                steps_per_execution=spe,
-            )
-        path = runs.create(cfg.name, run_dir)
-        return _fit(cfg, path, bundle, model, total_steps, epochs, reporter, started, command)
-    finally:
+            if cfg.train.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.runner = StepRunner(self.model, optimizer, _jit(cfg.train.jit_compile))
+
+    def close(self) -> None:
         keras.mixed_precision.set_global_policy("float32")
 
-
-def _fit(
-    cfg: Config,
-    path: Path,
-    bundle: Any,
-    model: keras.Model,
-    total_steps: int,
-    epochs: int,
-    reporter: Reporter,
-    started: float,
-    command: list[str] | None,
-) -> Result:
-    runs.write_text(path / "config.yaml", cfg.to_yaml())
-    meta: dict[str, Any] = {
-        "status": "running",
-        "pid": os.getpid(),
-        "name": cfg.name,
-        "command": command if command is not None else sys.argv,
-        "started": _now(),
-        "seed": cfg.seed,
-        "versions": _versions(),
-        "machine": _machine(),
-        "data": {
-            "dataset": bundle.info.name,
-            "num_train": bundle.num_train,
-            "num_validation": bundle.num_validation,
-            "num_test": bundle.num_test,
-            "input_shape": list(bundle.info.input_shape),
-            "class_names": list(bundle.info.class_names),
-            "normalization": bundle.normalization,
-        },
-        "plan": {
-            "total_steps": total_steps,
-            "epochs": epochs,
-            "steps_per_epoch": bundle.steps_per_epoch,
-            "batch_size": cfg.data.batch_size,
-            "steps_per_execution": model.steps_per_execution,
-        },
-        "model": {"name": cfg.model.name, "params": int(model.count_params())},
-    }
-    runs.write_json(path / "meta.json", meta)
-    progress = _Progress(cfg, bundle, total_steps, epochs, path, reporter)
-    reporter.start(
-        {
-            "run_dir": str(path),
-            "model": cfg.model.name,
-            "params": int(model.count_params()),
-            "dataset": bundle.info.name,
-            "num_train": bundle.num_train,
-            "total_steps": total_steps,
-            "epochs": epochs,
-            "batch_size": cfg.data.batch_size,
+    def meta(self, command: list[str] | None) -> dict[str, Any]:
+        b, cfg = self.bundle, self.cfg
+        return {
+            "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "name": cfg.name,
+            "command": command if command is not None else sys.argv,
+            "started": _now(),
+            "seed": cfg.seed,
+            "versions": _versions(),
+            "machine": _machine(),
+            "data": {
+                "dataset": b.info.name,
+                "num_train": b.num_train,
+                "num_validation": b.num_validation,
+                "num_test": b.num_test,
+                "input_shape": list(b.info.input_shape),
+                "class_names": list(b.info.class_names),
+                "normalization": b.normalization,
+            },
+            "plan": {
+                "total_steps": self.total_steps,
+                "epochs": self.epochs,
+                "steps_per_epoch": b.steps_per_epoch,
+                "batch_size": cfg.data.batch_size,
+                "steps_per_execution": cfg.train.steps_per_execution,
+                "jit_compile": _jit(cfg.train.jit_compile),
+            },
+            "model": {"name": cfg.model.name, "params": int(self.model.count_params())},
         }
-    )
-    try:
+
+    def train(self, path: Path, reporter: Reporter, start: Path | None) -> Result:
+        cfg, b = self.cfg, self.bundle
+        state = {"step": 0, "train_seconds": 0.0}
+        if start is not None:
+            state = checkpoint.restore(start, self.model, self.optimizer)
+        step = int(state["step"])
+        recorder = _Recorder(cfg, b, self.total_steps, self.epochs, path, reporter, step)
+        recorder.train_seconds = float(state.get("train_seconds", 0.0))
+        reporter.start({
+            "run_dir": str(path), "model": cfg.model.name,
+            "params": int(self.model.count_params()), "dataset": b.info.name,
+            "num_train": b.num_train, "total_steps": self.total_steps, "epochs": self.epochs,
+            "batch_size": cfg.data.batch_size, "start_step": step,
+        })  # fmt: skip
+        stop = _SignalFlag()
         try:
-            model.fit(
-                bundle.train,
-                epochs=epochs,
-                validation_data=bundle.validation,
-                callbacks=[progress],
-                shuffle=False,  # the pipeline shuffles, with the seed
-                verbose=0,
-            )
-        finally:
+            with stop:
+                self._loop(path, recorder, stop, step)
             reporter.end()
-            progress.close()
-        train_seconds = progress.train_seconds
-        _save_model(model, path / "model.keras")
-        metrics = evaluate.evaluate(model, bundle.test, list(bundle.info.class_names))
-        runs.write_json(path / "metrics.json", metrics)
-        progress.log_test(metrics)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        runs.update_meta(path, status=status, ended=_now(), error=f"{type(exc).__name__}: {exc}")
-        raise
-    wall = time.time() - started
-    ips = progress.images_seen / train_seconds if train_seconds > 0 else 0.0
-    runs.update_meta(
-        path,
-        status="finished",
-        ended=_now(),
-        wall_seconds=round(wall, 2),
-        train_seconds=round(train_seconds, 2),
-        images_per_second=round(ips, 1),
-        steps=progress.step,
-        epochs=progress.epoch,
-        test_accuracy=metrics["accuracy"],
-        test_loss=metrics["loss"],
-    )
-    return Result(path, metrics, progress.step, progress.epoch, wall, train_seconds, ips)
+            _save_model(self.model, path / "model.keras")
+            metrics = evaluate.evaluate(self.model, b.test, list(b.info.class_names))
+            runs.write_json(path / "metrics.json", metrics)
+            recorder.log_test(metrics)
+        except BaseException as exc:
+            reporter.end()
+            status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+            runs.update_meta(path, status=status, ended=_now(), error=str(exc)[:500])
+            raise
+        finally:
+            recorder.close()
+        wall = time.time() - self.started
+        ips = recorder.images_seen / max(recorder.session_seconds, 1e-9)
+        runs.update_meta(
+            path, status="finished", ended=_now(), wall_seconds=round(wall, 2),
+            train_seconds=round(recorder.train_seconds, 2), images_per_second=round(ips, 1),
+            steps=recorder.step, epochs=math.ceil(recorder.step / b.steps_per_epoch),
+            test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+        )  # fmt: skip
+        epochs_done = math.ceil(recorder.step / b.steps_per_epoch)
+        return Result(path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips)
+
+    def _loop(self, path: Path, recorder: _Recorder, stop: _SignalFlag, step: int) -> None:
+        cfg, spe, runner = self.cfg, self.bundle.steps_per_epoch, self.runner
+        ckpt = cfg.checkpoint
+        iterator = iter(self.bundle.train_stream(step))
+        last_save_step, last_save_time = step, time.monotonic()
+        if step % spe:  # resumed mid-epoch: the epoch's running metrics restart here
+            recorder.epoch_start()
+        while step < self.total_steps:
+            if step % spe == 0:
+                runner.reset_metrics()
+                recorder.epoch_start()
+            n = min(cfg.train.steps_per_execution, self.total_steps - step, spe - step % spe)
+            t0 = time.perf_counter()
+            done = runner.run_steps(iterator, n)
+            recorder.add_time(time.perf_counter() - t0, step, step + done)
+            if done < n:
+                bad = float(runner.bad_loss.numpy())
+                lr = optim.learning_rate_at(self.optimizer, step + done)
+                kept = checkpoint.latest(path / "checkpoints")
+                raise NonFiniteLoss(
+                    f"the loss became {bad} at step {step + done + 1} (learning rate {lr:.3g}); "
+                    f"training stopped; last good checkpoint: "
+                    f"{kept.name if kept else 'none'}. Try a lower optimizer.learning_rate"
+                )
+            step += done
+            recorder.step_end(step, runner.metrics(), self.optimizer)
+            epoch_end = step % spe == 0 or step == self.total_steps
+            if epoch_end:
+                val = runner.evaluate(self.bundle.validation) if self.bundle.validation else None
+                recorder.epoch_end(step, runner.metrics(), val, self.optimizer)
+            due = (
+                (epoch_end and ckpt.at_epoch_end)
+                or step == self.total_steps
+                or (ckpt.every_steps and step - last_save_step >= ckpt.every_steps)
+                or (
+                    ckpt.every_minutes
+                    and time.monotonic() - last_save_time >= 60 * ckpt.every_minutes
+                )
+                or stop.signum
+            )
+            if due and step > last_save_step:
+                state = {
+                    "step": step,
+                    "epoch": step // spe,
+                    "train_seconds": recorder.train_seconds,
+                }
+                checkpoint.save(path / "checkpoints", self.model, self.optimizer, state, ckpt.keep)
+                last_save_step, last_save_time = step, time.monotonic()
+            if stop.signum:
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(
+                    f"{name}: stopped at step {step}; checkpoint saved. Resume with: "
+                    f"dlintro train --resume {path}",
+                    stop.signum,
+                )
 
 
-class _Progress(keras.callbacks.Callback):
-    """Counts steps, stops at the planned step, reports progress, and writes history.csv and
-    the TensorBoard scalars (train/ and validation/ under logs/)."""
+class _SignalFlag:
+    """While active, SIGINT and SIGTERM only set a flag that the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _SignalFlag:
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _Recorder:
+    """Progress for the reporter, history.csv, and TensorBoard scalars (logs/train, validation)."""
 
     def __init__(
         self,
@@ -234,77 +389,89 @@ class _Progress(keras.callbacks.Callback):
         epochs: int,
         path: Path,
         reporter: Reporter,
+        start_step: int,
     ) -> None:
-        super().__init__()
         self.cfg, self.total_steps, self.epochs, self.reporter = cfg, total_steps, epochs, reporter
         self.batch_size, self.num_train = cfg.data.batch_size, bundle.num_train
         self.steps_per_epoch = bundle.steps_per_epoch
-        self.step = self.epoch = 0
+        self.step = start_step
         self.images_seen = 0
-        self.train_seconds = 0.0
+        self.train_seconds = self.session_seconds = 0.0
         self.history_path = path / "history.csv"
+        self._keep_history_until(start_step)
         self.writers = {
             split: tf.summary.create_file_writer(str(path / "logs" / split))
             for split in ("train", "validation")
         }
-        self._window = (0, 0.0)  # (step, time) at the last report
-        self._epoch_start = 0.0
-        self._last_log = 0
+        self._window: tuple[int, float] = (start_step, 0.0)
+        self._epoch = (start_step, 0.0)  # (first step, seconds) of the current epoch
+        self._last_log = start_step
 
-    def _images_at(self, step: int) -> int:
-        """Training images consumed after `step` steps (only an epoch's last batch is short)."""
-        full, part = divmod(step, self.steps_per_epoch)
-        return full * self.num_train + part * self.batch_size
+    def _keep_history_until(self, step: int) -> None:
+        """On resume, drop history rows written after the checkpoint being resumed."""
+        if not self.history_path.exists():
+            return
+        with self.history_path.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        if not rows:
+            self.history_path.unlink()
+            return
+        lines = [",".join(rows[0])] + [",".join(r.values()) for r in rows]
+        runs.write_text(self.history_path, "\n".join(lines) + "\n")
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch_start = time.perf_counter()
-        if epoch == 0:
-            self._window = (self.step, self._epoch_start)
+    def _images(self, first: int, last: int) -> int:
+        """Training images consumed by steps first+1..last (an epoch's last batch is short)."""
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.step = self.epoch * self.steps_per_epoch + batch + 1
-        if self.step >= self.total_steps:
-            self.model.stop_training = True
-        if self.step - self._last_log >= self.cfg.train.log_every or self.step >= self.total_steps:
-            self._last_log = self.step
-            now = time.perf_counter()
-            images = self._images_at(self.step) - self._images_at(self._window[0])
-            ips = images / max(now - self._window[1], 1e-9)
-            self._window = (self.step, now)
-            lr = optim.learning_rate_at(self.model.optimizer, self.step)
-            entry = {
-                "step": self.step,
-                "total_steps": self.total_steps,
-                "epoch": self.epoch + 1,
-                "epochs": self.epochs,
-                "loss": float(logs["loss"]),
-                "accuracy": float(logs["accuracy"]),
-                "learning_rate": lr,
-                "images_per_second": ips,
-            }
-            self.reporter.update(entry)
-            with self.writers["train"].as_default(step=self.step):
-                tf.summary.scalar("batch_loss", entry["loss"])
-                tf.summary.scalar("learning_rate", lr)
-                tf.summary.scalar("images_per_second", ips)
+        def upto(step: int) -> int:
+            full, part = divmod(step, self.steps_per_epoch)
+            return full * self.num_train + part * self.batch_size
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        seconds = time.perf_counter() - self._epoch_start
+        return upto(last) - upto(first)
+
+    def epoch_start(self) -> None:
+        self._epoch = (self.step, 0.0)
+
+    def add_time(self, seconds: float, first: int, last: int) -> None:
         self.train_seconds += seconds
-        images = self._images_at(self.step) - self._images_at(self.epoch * self.steps_per_epoch)
-        self.images_seen += images
-        self.epoch = epoch + 1
+        self.session_seconds += seconds
+        self.images_seen += self._images(first, last)
+        self._epoch = (self._epoch[0], self._epoch[1] + seconds)
+        self._window = (self._window[0], self._window[1] + seconds)
+
+    def step_end(self, step: int, logs: dict[str, float], optimizer: Any) -> None:
+        self.step = step
+        if step - self._last_log < self.cfg.train.log_every and step < self.total_steps:
+            return
+        self._last_log = step
+        ips = self._images(self._window[0], step) / max(self._window[1], 1e-9)
+        self._window = (step, 0.0)
+        lr = optim.learning_rate_at(optimizer, step)
+        entry = {
+            "step": step, "total_steps": self.total_steps,
+            "epoch": (step - 1) // self.steps_per_epoch + 1, "epochs": self.epochs,
+            "loss": logs["loss"], "accuracy": logs["accuracy"], "learning_rate": lr,
+            "images_per_second": ips,
+        }  # fmt: skip
+        self.reporter.update(entry)
+        with self.writers["train"].as_default(step=step):
+            tf.summary.scalar("batch_loss", entry["loss"])
+            tf.summary.scalar("learning_rate", lr)
+            tf.summary.scalar("images_per_second", ips)
+
+    def epoch_end(
+        self, step: int, logs: dict[str, float], val: dict[str, float] | None, optimizer: Any
+    ) -> None:
+        first, seconds = self._epoch
         row = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "loss": float(logs.get("loss", math.nan)),
-            "accuracy": float(logs.get("accuracy", math.nan)),
-            "val_loss": float(logs.get("val_loss", math.nan)),
-            "val_accuracy": float(logs.get("val_accuracy", math.nan)),
-            "learning_rate": optim.learning_rate_at(self.model.optimizer, self.step),
+            "epoch": (step - 1) // self.steps_per_epoch + 1,
+            "step": step,
+            "loss": logs["loss"],
+            "accuracy": logs["accuracy"],
+            "val_loss": val["loss"] if val else math.nan,
+            "val_accuracy": val["accuracy"] if val else math.nan,
+            "learning_rate": optim.learning_rate_at(optimizer, step),
             "seconds": round(seconds, 3),
-            "images_per_second": round(images / max(seconds, 1e-9), 1),
+            "images_per_second": round(self._images(first, step) / max(seconds, 1e-9), 1),
         }
         new = not self.history_path.exists()
         with self.history_path.open("a", newline="") as f:
@@ -314,14 +481,14 @@ class _Progress(keras.callbacks.Callback):
             writer.writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
-        with self.writers["train"].as_default(step=self.step):
+        with self.writers["train"].as_default(step=step):
             tf.summary.scalar("loss", row["loss"])
             tf.summary.scalar("accuracy", row["accuracy"])
             tf.summary.scalar("epoch_seconds", seconds)
-        if "val_loss" in logs:
-            with self.writers["validation"].as_default(step=self.step):
-                tf.summary.scalar("loss", row["val_loss"])
-                tf.summary.scalar("accuracy", row["val_accuracy"])
+        if val:
+            with self.writers["validation"].as_default(step=step):
+                tf.summary.scalar("loss", val["loss"])
+                tf.summary.scalar("accuracy", val["accuracy"])
         for w in self.writers.values():
             w.flush()
         self.reporter.epoch_end(row | {"epochs": self.epochs})

@@ -115,13 +115,6 @@ def test_training_stops_at_the_exact_step(steps: int, spe: int, tmp_path: Path) 
         assert int(list(csv.DictReader(f))[-1]["step"]) == steps
 
 
-def test_execution_steps_divide_epochs_and_the_last_partial_epoch() -> None:
-    assert train.execution_steps(50, 600, 10_000) == 50  # 600 and 400 steps
-    assert train.execution_steps(50, 469, 5_628) == 1  # 469 is prime-ish: 7 x 67
-    assert train.execution_steps(25, 938, 9_380) == 1
-    assert train.execution_steps(8, 16, 40) == 8
-
-
 def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     cfg = config.load(data=BASE | {"model": {"name": "lenet5", "params": {"pad": 0}}})
     with pytest.raises(UserError, match="lenet5 needs at least 32x32"):

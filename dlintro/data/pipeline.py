@@ -9,6 +9,7 @@ normalized a whole batch at a time in one parallel, deterministic map. Normaliza
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class DataBundle:
     num_test: int
     steps_per_epoch: int
     normalization: dict[str, Any]
+    # train_stream(start_step): the endless training batches from global step `start_step` on,
+    # exactly those an uninterrupted run sees there (see make_train_stream).
+    train_stream: Callable[[int], tf.data.Dataset] | None = None
 
 
 def _scale(mode: str) -> float:
@@ -126,6 +130,46 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def make_train_stream(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    norm: dict[str, Any],
+    *,
+    seed: int,
+    augment: AugmentFn | None = None,
+    start_step: int = 0,
+) -> tf.data.Dataset:
+    """Endless training batches whose order is a pure function of (seed, epoch, step).
+
+    Epoch e visits the examples in the order argsort(stateless_uniform(n, [seed, e])); the
+    global batch s is augmented with the stateless seed [seed + offset, s]. A run resumed at any
+    step therefore sees exactly the batches that an uninterrupted run would have seen there.
+    Only indices are shuffled; images are gathered from the in-memory uint8 array per batch.
+    """
+    n = len(x)
+    steps_per_epoch = math.ceil(n / batch_size)
+    images, labels = tf.constant(x), tf.constant(y)
+    convert = _batch_fn(norm, x.shape[-1], augment)
+    seed_t = tf.constant(seed, tf.int64)
+
+    def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
+        keys = tf.random.stateless_uniform([n], seed=tf.stack([seed_t, epoch]))
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size)
+
+    start_epoch, start_batch = divmod(start_step, steps_per_epoch)
+    order = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_order).skip(start_batch)
+    steps = tf.data.Dataset.range(start_step, 2**62)
+
+    def gather(index: tf.Tensor, step: tf.Tensor) -> tuple:
+        batch_seed = tf.stack([seed_t + AUGMENT_SEED_OFFSET, step])
+        return convert(tf.gather(images, index), tf.gather(labels, index), batch_seed)
+
+    ds = tf.data.Dataset.zip(order, steps)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices, sorted; a seeded permutation picks the validation part."""
     if not 0 <= fraction < 1:
@@ -168,6 +212,12 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
     train = make_dataset(
         x_train, y_train, batch_size, norm, shuffle_buffer=buffer, augment=augment, seed=seed
     )
+
+    def train_stream(start_step: int = 0) -> tf.data.Dataset:
+        return make_train_stream(
+            x_train, y_train, batch_size, norm, seed=seed, augment=augment, start_step=start_step
+        )
+
     if num_val:
         validation = make_dataset(x_val, y_val, batch_size, norm)
     test = make_dataset(arrays.x_test, arrays.y_test, batch_size, norm)
@@ -181,6 +231,7 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         num_test=len(arrays.x_test),
         steps_per_epoch=math.ceil(len(x_train) / batch_size),
         normalization=norm,
+        train_stream=train_stream,
     )
 
 
