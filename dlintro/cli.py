@@ -361,7 +361,7 @@ def datasets(
             where = str(r["directory"]) if r["needs_files"] else ""
             table.add_row(r["name"], _files_state(r), where, r["description"])
         out.print(table)
-    bad = [v for r in rows for v in r.get("verified", []) if not v["ok"]]
+    bad = [v for r in rows for v in r.get("verified", []) if v["present"] and not v["ok"]]
     for v in bad:
         err.print(f"error: {v['path']}: {v['problem']}", soft_wrap=True, markup=False, style="red")
     if bad:
@@ -370,7 +370,7 @@ def datasets(
 
 def _files_state(row: dict[str, Any]) -> str:
     if not row["needs_files"]:
-        return "generated (no files)"
+        return row.get("files_note") or "no files"
     files = row["files"]
     present = sum(f["present"] and f["size_ok"] for f in files)
     state = f"{present}/{len(files)} present"

@@ -354,7 +354,7 @@ def _check_names(cfg: Config, positions: dict[Path_, str], src: str) -> None:
             loc, msg, value = exc.errors[0]
             path = (*section, "params", *loc)
             where = _where(positions, path, src)
-            if msg.startswith("unknown parameter"):
+            if msg.startswith(("unknown parameter", "missing required")):
                 raise UserError(f"{where}: {_dotted(path)}: {msg}") from None
             raise UserError(f"{where}: {_dotted(path)} = {_format_value(value)}: {msg}") from None
 

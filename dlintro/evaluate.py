@@ -68,5 +68,10 @@ def load_model(path: Any) -> keras.Model:
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad file
-        msg = " ".join(str(exc).split())[:200]
-        raise UserError(f"{path}: not a loadable Keras model: {msg}") from None
+        msg = " ".join(str(exc).split())
+        if "safe_mode" in msg or "arbitrary code" in msg:
+            msg = (
+                "it asks to run arbitrary Python code (such as a Lambda layer), which Keras "
+                "safe_mode refuses; only load models you made with dlintro"
+            )
+        raise UserError(f"{path}: not a loadable Keras model: {msg[:200]}") from None

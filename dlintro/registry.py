@@ -118,6 +118,9 @@ class Registry(Generic[F]):
                     f" (valid: {', '.join(allowed) or 'none'})"
                 )
                 errors.append(((key,), f"unknown parameter of {self.kind} '{name}'{hint}", value))
+        for key, p in allowed.items():
+            if p.default is inspect.Parameter.empty and key not in params:
+                errors.append(((key,), f"missing required parameter of {self.kind} '{name}'", None))
         if errors:
             raise ParamsError(errors[0][1], errors)
         fields: dict[str, Any] = {}

@@ -344,7 +344,9 @@ def test_datasets_json_with_empty_data_dir(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["root"] == str(data_dir)
     rows = {row["name"]: row for row in report["datasets"]}
-    assert set(rows) == {"mnist", "fashion_mnist", "synthetic"}
+    assert set(rows) == {
+        "mnist", "fashion_mnist", "synthetic", "cifar10", "cifar100", "image_folder", "imagenet",
+    }  # fmt: skip
     mnist = rows["mnist"]
     assert mnist["needs_files"] is True
     assert mnist["ready"] is False

@@ -251,7 +251,7 @@ def test_unknown_dataset_name(tmp_path: Path) -> None:
     )
     assert _error(path) == (
         f"{path}:3: data.dataset: unknown dataset 'mnits' (did you mean 'mnist'?); "
-        "valid: fashion_mnist, mnist, synthetic"
+        "valid: cifar10, cifar100, fashion_mnist, image_folder, imagenet, mnist, synthetic"
     )
 
 
@@ -282,7 +282,7 @@ def test_unknown_augmentation_name(tmp_path: Path) -> None:
     )
     assert _error(path).startswith(
         f"{path}:5: data.augment[0].name: unknown augmentation 'random_rotatoin' "
-        "(did you mean 'random_rotation'?); valid: random_crop,"
+        "(did you mean 'random_rotation'?); valid: cutout, random_crop,"
     )
 
 

@@ -48,7 +48,12 @@ def test_batch_norm_models_use_bn_offsets_instead_of_biases() -> None:
     assert trainable == hidden + 2 * (200 + 100 + 60 + 30) + 30 * 10 + 10
 
 
-@pytest.mark.parametrize("name", models.MODELS.names())
+MNIST_FAMILIES = {"mlp", "convnets", "lenet"}  # the others: tests/test_models_classic.py
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in models.MODELS.names() if models.MODELS.meta(n)["family"] in MNIST_FAMILIES]
+)
 def test_every_model_outputs_class_probabilities(name: str) -> None:
     shape = (32, 32, 3) if name == "keras_cifar_conv" else (28, 28, 1)
     model = models.build(name, shape, 7)

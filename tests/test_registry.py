@@ -110,15 +110,23 @@ def test_params_lists_configurable_parameters(registry: Registry) -> None:
 # ----------------------------------------------------------------------------- check_params
 
 
+def test_check_params_missing_required_param(registry: Registry) -> None:
+    with pytest.raises(ParamsError) as info:
+        registry.check_params("widget", {"width": 2})
+    assert str(info.value) == "missing required parameter of widget 'widget'"
+    assert info.value.errors == [(("size",), str(info.value), None)]
+    registry.check_params("widget", {"width": 2}, skip=("size",))  # supplied by the caller
+
+
 def test_check_params_valid_params_pass(registry: Registry) -> None:
-    registry.check_params("widget", {})
+    registry.check_params("widget", {}, skip=("size",))
     registry.check_params("widget", {"size": 1, "width": 10, "rate": 0.25, "mode": "slow"})
     registry.check_params("widget", {"flag": True, "width": 1}, skip=("size",))
 
 
 def test_check_params_unknown_param_did_you_mean(registry: Registry) -> None:
     with pytest.raises(ParamsError) as info:
-        registry.check_params("widget", {"widht": 4})
+        registry.check_params("widget", {"size": 1, "widht": 4})
     assert str(info.value) == "unknown parameter of widget 'widget' (did you mean 'width'?)"
     assert info.value.errors == [(("widht",), str(info.value), 4)]
 
@@ -155,7 +163,7 @@ def test_check_params_skipped_param_is_unknown(registry: Registry) -> None:
 )
 def test_check_params_wrong_type(registry: Registry, params: dict, message: str) -> None:
     with pytest.raises(ParamsError) as info:
-        registry.check_params("widget", params)
+        registry.check_params("widget", params, skip=("size",))
     ((key, _),) = params.items()
     assert str(info.value) == message
     assert info.value.errors[0] == ((key,), message, params[key])
@@ -174,7 +182,7 @@ def test_check_params_out_of_range_states_bound(
     registry: Registry, params: dict, message: str
 ) -> None:
     with pytest.raises(ParamsError) as info:
-        registry.check_params("widget", params)
+        registry.check_params("widget", params, skip=("size",))
     assert str(info.value) == message
     ((key, value),) = params.items()
     assert info.value.errors == [((key,), message, value)]
@@ -182,7 +190,7 @@ def test_check_params_out_of_range_states_bound(
 
 def test_check_params_reports_every_bad_value(registry: Registry) -> None:
     with pytest.raises(ParamsError) as info:
-        registry.check_params("widget", {"width": 0, "rate": 2.0})
+        registry.check_params("widget", {"size": 1, "width": 0, "rate": 2.0})
     assert [e[0] for e in info.value.errors] == [("width",), ("rate",)]
 
 
@@ -239,7 +247,8 @@ def test_models_registry() -> None:
     assert expected <= set(MODELS.names())
     for name in MODELS.names():
         assert MODELS.meta(name)["description"], name
-        assert MODELS.meta(name)["family"] in {"mlp", "convnets", "lenet"}, name
+        families = {"mlp", "convnets", "lenet", "alexnet", "vgg", "nin", "inception", "resnet"}
+        assert MODELS.meta(name)["family"] in families, name
 
 
 def test_model_builders_validate_params() -> None:
@@ -274,7 +283,9 @@ def test_schedules_registry() -> None:
 def test_datasets_registry() -> None:
     from dlintro.data import DATASETS
 
-    assert set(DATASETS.names()) == {"mnist", "fashion_mnist", "synthetic"}
+    assert set(DATASETS.names()) == {
+        "mnist", "fashion_mnist", "synthetic", "cifar10", "cifar100", "image_folder", "imagenet",
+    }  # fmt: skip
     assert DATASETS.meta("mnist")["info"].num_classes == 10
 
 
@@ -287,4 +298,6 @@ def test_augmentations_registry() -> None:
         "random_zoom",
         "random_flip",
         "random_crop",
+        "cutout",
+        "random_erasing",
     }

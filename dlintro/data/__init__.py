@@ -1,7 +1,7 @@
 """Data: dataset sources (download, verify, parse), the tf.data pipeline and augmentations.
 
-`import dlintro.data` stays free of TensorFlow: `build`, `build_test`, `DataBundle` and
-`AUGMENTATIONS` are imported on first use.
+`import dlintro.data` stays free of TensorFlow: `build`, `build_test`, `DataBundle`,
+`AUGMENTATIONS`, `augmented_grid` and `write_png` are imported on first use.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dlintro.data.download import ensure_files, verify_files
+from dlintro.data.download import ensure_files, extract_tar, verify_files
 from dlintro.data.sources import (
     DATASETS,
     Arrays,
@@ -26,6 +26,8 @@ _LAZY = {
     "build_test": "dlintro.data.pipeline",
     "DataBundle": "dlintro.data.pipeline",
     "AUGMENTATIONS": "dlintro.data.augment",
+    "augmented_grid": "dlintro.data.preview",
+    "write_png": "dlintro.data.preview",
 }
 
 __all__ = [
@@ -35,14 +37,17 @@ __all__ = [
     "DataBundle",
     "DatasetInfo",
     "FileSpec",
+    "augmented_grid",
     "build",
     "build_test",
     "data_root",
     "dataset_info",
     "ensure_files",
+    "extract_tar",
     "load_dataset",
     "status",
     "verify_files",
+    "write_png",
 ]
 
 

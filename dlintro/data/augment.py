@@ -220,3 +220,99 @@ def make_augmenter(specs: Sequence[Any]) -> AugmentFn | None:
         return images
 
     return augment
+
+
+def _box_mask(height: Any, width: Any, top: Any, left: Any, box_h: Any, box_w: Any) -> Any:
+    """[B, H, W] bool: inside the box of rows [top, top+box_h), columns [left, left+box_w)."""
+    import tensorflow as tf
+
+    rows = tf.range(height)[None, :, None]
+    cols = tf.range(width)[None, None, :]
+    top, left = top[:, None, None], left[:, None, None]
+    box_h, box_w = box_h[:, None, None], box_w[:, None, None]
+    return (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+
+
+@AUGMENTATIONS.register("cutout", description="zero `count` random size x size squares")
+@validated
+def cutout(
+    size: Annotated[int, pydantic.Field(ge=1, le=1024)],
+    count: Annotated[int, pydantic.Field(ge=1, le=32)] = 1,
+) -> AugmentFn:
+    """Cutout (DeVries & Taylor 2017): zero `count` squares of side `size` per image.
+
+    Each square's centre is uniform over the image, so a square may be cut by the border (as in
+    the paper). The fill is 0 (black: augmentations run before normalization).
+    """
+
+    def fn(images: Any, seed: Any) -> Any:
+        import tensorflow as tf
+
+        s = _seed(seed)
+        shape = tf.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        keep = tf.ones([batch, height, width], tf.bool)
+        side = tf.fill([batch], tf.constant(size, tf.int32))
+        for k in range(count):
+            centre = [
+                tf.random.stateless_uniform(
+                    [batch],
+                    seed=tf.random.experimental.stateless_fold_in(s, 2 * k + i),
+                    maxval=limit,
+                    dtype=tf.int32,
+                )
+                for i, limit in enumerate((height, width))
+            ]
+            top, left = centre[0] - size // 2, centre[1] - size // 2
+            keep &= ~_box_mask(height, width, top, left, side, side)
+        return images * tf.cast(keep, images.dtype)[..., None]
+
+    return fn
+
+
+@AUGMENTATIONS.register("random_erasing", description="erase a random rectangle (p=probability)")
+@validated
+def random_erasing(
+    probability: Annotated[float, pydantic.Field(ge=0, le=1)] = 0.5,
+    min_area: Annotated[float, pydantic.Field(gt=0, le=1)] = 0.02,
+    max_area: Annotated[float, pydantic.Field(gt=0, le=1)] = 0.4,
+    max_aspect: Annotated[float, pydantic.Field(ge=1, le=10)] = 3.3,
+    fill: Literal["random", "zero"] = "random",
+) -> AugmentFn:
+    """Random erasing (Zhong et al. 2017): with `probability`, replace one rectangle per image.
+
+    The rectangle covers a fraction of the image drawn from [min_area, max_area], with an
+    aspect ratio (height/width) log-uniform in [1/max_aspect, max_aspect], clipped to the image
+    and placed uniformly inside it; it is filled with uniform noise in 0..255 or with 0.
+    """
+    if min_area > max_area:
+        raise UserError(
+            f"augmentation 'random_erasing': min_area {min_area} is larger than max_area {max_area}"
+        )
+    log_aspect = math.log(max_aspect)
+
+    def fn(images: Any, seed: Any) -> Any:
+        import tensorflow as tf
+
+        s = _seed(seed)
+        fold = [tf.random.experimental.stateless_fold_in(s, i) for i in range(6)]
+        shape = tf.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        area = _uniform(fold[0], batch, min_area, max_area) * h_f * w_f
+        aspect = tf.exp(_uniform(fold[1], batch, -log_aspect, log_aspect))
+        box_h = tf.clip_by_value(tf.round(tf.sqrt(area * aspect)), 1.0, h_f)
+        box_w = tf.clip_by_value(tf.round(tf.sqrt(area / aspect)), 1.0, w_f)
+        top = tf.floor(_uniform(fold[2], batch, 0, 1) * (h_f - box_h + 1.0))
+        left = tf.floor(_uniform(fold[3], batch, 0, 1) * (w_f - box_w + 1.0))
+        as_int = [tf.cast(v, tf.int32) for v in (top, left, box_h, box_w)]
+        erase = _box_mask(height, width, *as_int)
+        erase &= (_uniform(fold[4], batch, 0, 1) < probability)[:, None, None]
+        if fill == "random":
+            value = tf.random.stateless_uniform(tf.shape(images), seed=fold[5], maxval=255.0)
+            value = tf.round(value)
+        else:
+            value = tf.zeros_like(images)
+        return tf.where(erase[..., None], value, images)
+
+    return fn

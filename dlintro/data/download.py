@@ -4,21 +4,26 @@ Files live at `<root>/<dataset>/<official name>`. A present file is checked by s
 (cheap); `verify_files` does the full sha256 check. Missing files are downloaded from the
 dataset's mirrors (or `DLINTRO_MIRROR`), streamed into a temporary file in the same directory,
 checked (size and sha256) and renamed atomically, so a partial file never has the final name.
-`DLINTRO_OFFLINE=1` forbids downloads.
+`DLINTRO_OFFLINE=1` forbids downloads. `extract_tar` unpacks an archive safely (regular files
+and folders inside the target only) into a folder that appears atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import os
+import shutil
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from dlintro.errors import UserError
@@ -227,3 +232,85 @@ def ensure_files(info: DatasetInfo, root: Path, progress: Progress | None = None
                     f"{info.name}: cannot download {spec.name} ({'; '.join(reasons)}); {where}"
                 )
     return directory
+
+
+MAX_EXTRACT_BYTES = 4 << 30
+_FILTER_ERRORS: tuple[type[Exception], ...] = tuple(
+    e for e in (getattr(tarfile, "FilterError", None),) if e is not None
+)
+
+
+def _member_problem(member: tarfile.TarInfo) -> str:
+    """Why an archive member may not be extracted ('' when it may)."""
+    name = member.name
+    if not name or "\0" in name:
+        return "has an empty or invalid name"
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
+        return "is an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "has a '..' path component"
+    if member.issym() or member.islnk():
+        kind = "symbolic" if member.issym() else "hard"
+        return f"is a {kind} link (to {member.linkname!r})"
+    if not (member.isreg() or member.isdir()):
+        return "is not a regular file or folder"
+    return ""
+
+
+def extract_tar(archive: Path, target: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> Path:
+    """Unpack a tar archive (any compression) into the new folder `target`; return `target`.
+
+    Every member is checked before it is written: absolute paths, '..' components, links of
+    either kind, devices and duplicates are refused (a UserError naming the archive and the
+    member), and tarfile's 'data' filter is applied on top. Extraction goes to a temporary
+    sibling folder that is renamed to `target` only when complete, so nothing is ever written
+    outside `target` and a partial extraction never has the final name.
+    """
+    archive, target = Path(archive), Path(target)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    except OSError as exc:
+        raise UserError(
+            f"{archive}: cannot create a folder in {target.parent} to extract into "
+            f"({exc.strerror or exc})"
+        ) from None
+    use_filter = hasattr(tarfile, "data_filter")
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            seen: set[str] = set()
+            total = 0
+            for member in tar:
+                problem = _member_problem(member)
+                key = PurePosixPath(member.name).as_posix().strip("/")
+                if not problem and member.isreg() and key in seen:
+                    problem = "is a duplicate"
+                if problem:
+                    raise UserError(
+                        f"{archive}: refusing to extract member {member.name!r}: it {problem}; "
+                        "only regular files and folders inside the archive are allowed"
+                    )
+                seen.add(key)
+                total += member.size
+                if total > max_bytes:
+                    raise UserError(f"{archive}: unpacks to more than {max_bytes} bytes; refused")
+                if use_filter:
+                    tar.extract(member, tmp, filter="data")
+                else:  # pragma: no cover - Python without tarfile filters; checked above
+                    tar.extract(member, tmp, set_attrs=False)
+        os.replace(tmp, target)
+    except _FILTER_ERRORS as exc:
+        raise UserError(f"{archive}: refusing to extract: {_one_line(exc)}") from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(
+            f"{archive}: corrupt or truncated archive ({_one_line(exc) or type(exc).__name__}); "
+            "delete it to download it again"
+        ) from None
+    except OSError as exc:
+        if target.is_dir():  # extracted meanwhile by another process
+            return target
+        raise UserError(
+            f"{archive}: cannot extract into {target} ({exc.strerror or exc})"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

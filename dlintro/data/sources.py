@@ -44,6 +44,8 @@ class DatasetInfo:
     mirrors: tuple[str, ...]
     num_train: int
     num_test: int
+    # files left out by a loader told to skip unreadable ones (image_folder, on_error: skip)
+    skipped: tuple[str, ...] = ()
 
 
 class Arrays(NamedTuple):
@@ -168,6 +170,7 @@ def status(name: str, root: Path) -> dict[str, Any]:
     return {
         "name": name,
         "description": info.description,
+        "files_note": DATASETS.meta(name).get("files", ""),
         "directory": str(directory),
         "needs_files": bool(info.files),
         "files": files,
@@ -181,8 +184,12 @@ def load_dataset(
     """Check params, load a dataset and check its arrays against its DatasetInfo."""
     params = dict(params or {})
     check_builder_params(DATASETS, name, params, skip=("root",))
-    info = dataset_info(name, params)
-    arrays = DATASETS.get(name)(root=Path(root), **params)
+    load = DATASETS.meta(name).get("load")
+    if load is not None:  # the info depends on the files read (image_folder): ask the loader
+        info, arrays = load(Path(root), **params)
+    else:
+        info = dataset_info(name, params)
+        arrays = DATASETS.get(name)(root=Path(root), **params)
     for split, x, y, n in (
         ("train", arrays.x_train, arrays.y_train, info.num_train),
         ("test", arrays.x_test, arrays.y_test, info.num_test),
@@ -290,7 +297,9 @@ def _synthetic_arrays(
     return _readonly(*train, *test)
 
 
-@DATASETS.register("synthetic", info=synthetic_info(), info_for=synthetic_info)
+@DATASETS.register(
+    "synthetic", info=synthetic_info(), info_for=synthetic_info, files="generated (no files)"
+)
 @validated
 def synthetic(
     root: Path,
@@ -312,9 +321,35 @@ def synthetic(
     return _synthetic_arrays(num_train, num_test, image_size, channels, num_classes)
 
 
+IMAGENET_INFO = DatasetInfo(
+    name="imagenet",
+    description="ImageNet ILSVRC-2012 shapes only (224x224x3, 1000 classes) for `dlintro summary`",
+    input_shape=(224, 224, 3),
+    num_classes=1000,
+    class_names=tuple(f"n{i}" for i in range(1000)),
+    files=(),
+    mirrors=(),
+    num_train=1281167,
+    num_test=50000,
+)
+
+
+@DATASETS.register("imagenet", info=IMAGENET_INFO, files="shapes only (for summary)")
+def imagenet(root: Path) -> Arrays:
+    """Describes ImageNet's shapes; loading it is refused (no automatic download exists)."""
+    raise UserError(
+        "ImageNet cannot be downloaded automatically; the imagenet_* configs are reference "
+        "architectures for `dlintro summary`; to train, use dataset image_folder with your copy"
+    )
+
+
+# The other dataset families register themselves into DATASETS on import.
+from dlintro.data import cifar, folders  # noqa: E402, F401
+
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_INFO",
+    "IMAGENET_INFO",
     "MNIST_INFO",
     "Arrays",
     "DatasetInfo",

@@ -19,7 +19,16 @@ MODELS: Registry[Any] = Registry("model")
 # Arguments dlintro supplies from the dataset; never set in a config's `model.params`.
 SUPPLIED = ("input_shape", "num_classes")
 
-from dlintro.models import convnets, lenet, mlp  # noqa: E402, F401  (registers the families)
+from dlintro.models import (  # noqa: E402, F401  (registers the families)
+    alexnet,
+    convnets,
+    inception,
+    lenet,
+    mlp,
+    nin,
+    resnet,
+    vgg,
+)
 
 
 def build(

@@ -116,3 +116,87 @@ def classifier(
         name="logits",
     )(x)
     return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def probabilities(x: keras.KerasTensor, name: str = "probabilities") -> keras.KerasTensor:
+    """Softmax over class scores already computed (e.g. pooled 1x1 convs), kept in float32."""
+    return layers.Activation("softmax", dtype="float32", name=name)(x)
+
+
+# ----------------------------------------------------------------------------- shape arithmetic
+
+# One sliding window of a model's spatial path: (kernel, stride, padding), padding "same"/"valid".
+Window = tuple[int, int, str]
+
+
+def spatial_size(size: int, windows: Sequence[Window]) -> int:
+    """The side of a feature map after `windows` (convolutions, poolings), 0 once it vanishes."""
+    for kernel, stride, padding in windows:
+        if size < 1:
+            return 0
+        size = -(-size // stride) if padding == "same" else (size - kernel) // stride + 1
+    return max(size, 0)
+
+
+def check_min_size(
+    input_shape: Sequence[int], windows: Sequence[Window], model: str, why: str
+) -> None:
+    """Raise ValueError unless both spatial sides survive `windows`, naming the smallest that does.
+
+    `why` says what shrinks the input, e.g. "an 11x11 stride-4 convolution and 3 max-pools".
+    """
+    if spatial_size(min(input_shape[:2]), windows) >= 1:
+        return
+    smallest = next(n for n in range(1, 1 << 16) if spatial_size(n, windows) >= 1)
+    raise ValueError(
+        f"{model} needs at least {smallest}x{smallest} input ({why}). "
+        f"Received: {tuple(input_shape)}"
+    )
+
+
+# ----------------------------------------------------------------------------- custom layers
+
+
+@keras.saving.register_keras_serializable(package="dlintro")
+class LocalResponseNormalization(layers.Layer):
+    """Local response normalization across channels (Krizhevsky et al., 2012); no weights.
+
+    b_c = a_c / (bias + alpha * sum of a_j^2 for |j - c| <= depth_radius) ** beta, as in
+    `tf.nn.local_response_normalization` (alpha is not divided by the window size, unlike Caffe).
+    Computed in float32 whatever the compute dtype.
+    """
+
+    def __init__(
+        self,
+        depth_radius: int = 2,
+        bias: float = 2.0,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        from keras import ops
+
+        x = ops.cast(inputs, "float32")
+        channels, r = int(inputs.shape[-1]), self.depth_radius
+        squares = ops.pad(ops.square(x), [[0, 0]] * (len(inputs.shape) - 1) + [[r, r]])
+        window = sum(squares[..., i : i + channels] for i in range(2 * r + 1))
+        y = x / ops.power(self.bias + self.alpha * window, self.beta)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return super().get_config() | {
+            "depth_radius": self.depth_radius,
+            "bias": self.bias,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
