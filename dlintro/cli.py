@@ -299,6 +299,43 @@ def summary(
         f"non-trainable {inspect.format_count(s.non_trainable_params)}); "
         f"{inspect.format_macs(s.macs)} multiply-accumulates per image"
     )
+    if s.non_trainable_params:
+        out.print(
+            "non-trainable: batch-norm moving means and variances; published counts (and "
+            "PyTorch's) usually leave them out, so compare those with the trainable count"
+        )
+
+
+@app.command()
+@_handled
+def preview(
+    config: ConfigArg,
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the PNG grid.")
+    ] = Path("augmented.png"),
+    rows: Annotated[int, typer.Option("--rows", min=1, max=32)] = 8,
+    cols: Annotated[int, typer.Option("--cols", min=1, max=32)] = 8,
+    set_: SetOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write a PNG grid of augmented training images: what the model sees.
+
+    Example: dlintro preview configs/mnist_keras_cnn_augmented.yaml --out augmented.png
+    """
+    from dlintro import config as config_mod
+
+    cfg = config_mod.load(config, list(set_ or []))
+    if out_path.exists() and out_path.is_dir():
+        raise UserError(f"{out_path}: is a directory; give a file name such as grid.png")
+    from dlintro.data import preview as preview_mod
+
+    grid = preview_mod.augmented_grid(cfg.data, cfg.seed, data_dir, rows=rows, cols=cols)
+    try:
+        preview_mod.write_png(out_path, grid)
+    except OSError as exc:
+        raise UserError(f"{out_path}: cannot write the image: {exc.strerror or exc}") from None
+    augment = ", ".join(a.name for a in cfg.data.augment) or "no augmentation"
+    out.print(f"wrote {out_path} ({rows}x{cols} {cfg.data.dataset} training images; {augment})")
 
 
 # ----------------------------------------------------------------------------- listings

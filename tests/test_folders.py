@@ -253,3 +253,44 @@ def test_imagenet_is_described_but_not_loaded():
         "ImageNet cannot be downloaded automatically; the imagenet_* configs are reference "
         "architectures for `dlintro summary`; to train, use dataset image_folder with your copy"
     )
+
+
+def test_train_and_eval_an_image_folder_end_to_end(tmp_path: Path) -> None:
+    """A user's folder trains and evaluates through the CLI, with class names from the folders."""
+    import json
+
+    import tensorflow as tf
+    from typer.testing import CliRunner
+
+    from dlintro.cli import app
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 8)):
+        for cls, colour in (("blue", (0, 0, 255)), ("red", (255, 0, 0))):
+            folder = tmp_path / "photos" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                size = int(rng.integers(20, 40))  # any size: resized in the pipeline
+                img = np.clip(rng.normal(colour, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                encode = tf.io.encode_png if i % 2 else tf.io.encode_jpeg
+                (folder / f"{i}.{'png' if i % 2 else 'jpg'}").write_bytes(encode(img).numpy())
+    cfg = tmp_path / "photos.yaml"
+    cfg.write_text(
+        "name: photos\n"
+        f"data: {{dataset: image_folder, params: {{path: '{tmp_path / 'photos'}', "
+        "image_size: [16, 16]}, batch_size: 8, normalize: standardize}\n"
+        "model: {name: plain_convnet, params: {stages: [[8]], dense: [16]}}\n"
+        "optimizer: {name: adam, learning_rate: 0.01}\ntrain: {epochs: 4}\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.stderr
+    result = runner.invoke(app, ["eval", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["class_names"] == ["blue", "red"]
+    assert metrics["num_examples"] == 16
+    assert metrics["accuracy"] == 1.0  # red vs blue is easy
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["data"]["input_shape"] == [16, 16, 3]
+    assert len(meta["data"]["normalization"]["mean"]) == 3

@@ -321,21 +321,33 @@ def synthetic(
     return _synthetic_arrays(num_train, num_test, image_size, channels, num_classes)
 
 
-IMAGENET_INFO = DatasetInfo(
-    name="imagenet",
-    description="ImageNet ILSVRC-2012 shapes only (224x224x3, 1000 classes) for `dlintro summary`",
-    input_shape=(224, 224, 3),
-    num_classes=1000,
-    class_names=tuple(f"n{i}" for i in range(1000)),
-    files=(),
-    mirrors=(),
-    num_train=1281167,
-    num_test=50000,
+ImageSize = Annotated[int, pydantic.Field(ge=32, le=1024)]
+
+
+def imagenet_info(image_size: ImageSize = 224) -> DatasetInfo:
+    """ImageNet's shapes at `image_size` (224; the tabled AlexNet wants 227)."""
+    return DatasetInfo(
+        name="imagenet",
+        description=f"ImageNet ILSVRC-2012 shapes only ({image_size}x{image_size}x3, 1000 "
+        "classes) for `dlintro summary`",
+        input_shape=(image_size, image_size, 3),
+        num_classes=1000,
+        class_names=tuple(f"n{i}" for i in range(1000)),
+        files=(),
+        mirrors=(),
+        num_train=1281167,
+        num_test=50000,
+    )
+
+
+IMAGENET_INFO = imagenet_info()
+
+
+@DATASETS.register(
+    "imagenet", info=IMAGENET_INFO, info_for=imagenet_info, files="shapes only (for summary)"
 )
-
-
-@DATASETS.register("imagenet", info=IMAGENET_INFO, files="shapes only (for summary)")
-def imagenet(root: Path) -> Arrays:
+@validated
+def imagenet(root: Path, image_size: ImageSize = 224) -> Arrays:
     """Describes ImageNet's shapes; loading it is refused (no automatic download exists)."""
     raise UserError(
         "ImageNet cannot be downloaded automatically; the imagenet_* configs are reference "

@@ -21,6 +21,7 @@ SUPPLIED = ("input_shape", "num_classes")
 
 from dlintro.models import (  # noqa: E402, F401  (registers the families)
     alexnet,
+    allcnn,
     convnets,
     inception,
     lenet,
