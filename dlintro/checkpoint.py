@@ -2,7 +2,9 @@
 
 A checkpoint is a directory `checkpoints/step-<N>/` holding every model variable (weights,
 batch-norm statistics and the dropout seed-generator states), every optimizer variable (slots,
-iteration count, loss scale) and `state.json` (step, epoch, wall time so far). It is written
+iteration count, loss scale) and `state.json` (step, epoch, wall time so far, the epoch's
+running metric sums, and the state of a metric-driven schedule such as reduce_on_plateau,
+whose numbers JSON keeps exactly: float32 and float64 values round-trip). It is written
 into a temporary directory that is renamed into place only when complete, so a process killed
 at any moment leaves either the new checkpoint or none; the previous one is removed only after
 the new one exists. The data position needs no saving: the training stream is a pure function

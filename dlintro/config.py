@@ -100,6 +100,11 @@ class TrainConfig(_Strict):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     log_every: Annotated[int, Field(ge=1)] = 100
     deterministic: bool = False
+    # Cross-entropy against (1 - e) * one_hot + e / num_classes (see dlintro.loop).
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
+    # Classic L2 on kernels added to the loss: 0.5 * l2 * sum(w^2), gradient l2 * w (Caffe and
+    # the ResNet paper's "weight decay 1e-4" is l2: 1.0e-4). Not optimizer.params.weight_decay.
+    l2: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
     @pydantic.model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
@@ -402,7 +407,8 @@ def load(
 # Keys whose change breaks a run that is resumed (its checkpoint, data order or plan).
 BREAKING = (
     "seed", "data.dataset", "data.params", "data.batch_size", "data.validation_split",
-    "data.normalize", "model", "optimizer", "schedule", "train.epochs", "train.steps",
+    "data.normalize", "data.augment", "model", "optimizer", "schedule", "train.epochs",
+    "train.steps", "train.label_smoothing", "train.l2",
 )  # fmt: skip
 
 

@@ -3,6 +3,26 @@
 Kept apart from train.py (which decides when to log, validate, checkpoint and stop) so that the
 hot path is small and readable. `run_steps` executes up to N steps in one TensorFlow call and
 stops early at the first non-finite loss, leaving that step's update unapplied.
+
+The training loss, per batch:
+
+    mean over the batch of  -sum_k q_k log p_k          (cross-entropy, p = the model's softmax)
+    + the model's own losses (layer regularizers)
+    + 0.5 * l2 * sum of w^2 over every kernel          (train.l2)
+
+Targets q: integer labels [B] give q = one_hot(y) (the faster sparse path when there is no
+smoothing); soft labels [B, C] (mixup / cutmix) are used as given. Label smoothing e
+(train.label_smoothing) replaces q by (1 - e) q + e / C (Szegedy et al. 2016, as Keras and
+PyTorch do: the e is spread over all C classes, the true one included).
+
+The L2 term follows Caffe and the ResNet paper: its gradient is l2 * w, so "weight decay
+1e-4" there is `train.l2: 1.0e-4` here (Keras' L2 regularizer, l2 * sum w^2, has gradient
+2 * l2 * w). Kernels are the variables named *kernel (Dense, Conv); biases, batch-norm gamma and
+beta and other weights are not decayed.
+
+Running accuracy counts argmax(p) == y for integer labels and argmax(p) == argmax(q) for soft
+labels (the larger share of a mixed image; its first class on a tie). Validation (`evaluate`)
+always uses integer labels and plain, unsmoothed cross-entropy.
 """
 
 from __future__ import annotations
@@ -18,9 +38,16 @@ class StepRunner:
     """Runs training steps for one model and optimizer and keeps the epoch's running metrics."""
 
     def __init__(
-        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, jit_compile: bool
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        jit_compile: bool,
+        label_smoothing: float = 0.0,
+        l2: float = 0.0,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        self.label_smoothing, self.l2 = float(label_smoothing), float(l2)
+        self.kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
         self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.correct = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.seen = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -30,13 +57,33 @@ class StepRunner:
         self._run = tf.function(self._run_steps)
         self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
+    def data_loss(self, y: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+        """Mean cross-entropy of the batch against integer [B] or soft [B, C] labels, smoothed."""
+        if y.shape.rank == 1 and not self.label_smoothing:
+            return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+        num_classes = probs.shape[-1]
+        if y.shape.rank == 1:
+            q = tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=probs.dtype)
+        else:
+            q = tf.cast(y, probs.dtype)
+        if self.label_smoothing:
+            q = q * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(q, probs))
+
+    def l2_penalty(self) -> tf.Tensor:
+        """0.5 * l2 * (sum of squared kernel weights): gradient l2 * w (see the module doc)."""
+        squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.kernels]
+        return 0.5 * self.l2 * tf.add_n(squares)
+
     def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         model, optimizer = self.model, self.optimizer
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+            loss = self.data_loss(y, probs)
             if model.losses:
                 loss += tf.add_n(model.losses)
+            if self.l2 and self.kernels:
+                loss += tf.cast(self.l2_penalty(), loss.dtype)
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
         finite = tf.math.is_finite(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
@@ -47,7 +94,8 @@ class StepRunner:
 
         tf.cond(finite, apply, lambda: tf.constant(False))
         predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(y, tf.int32)), tf.float64))
+        truth = tf.cast(y, tf.int32) if y.shape.rank == 1 else tf.argmax(y, -1, tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float64))
         return loss, correct
 
     def _run_steps(self, iterator: Any, steps: tf.Tensor) -> tf.Tensor:
@@ -72,6 +120,14 @@ class StepRunner:
     def reset_metrics(self) -> None:
         for v in (self.loss_sum, self.correct, self.seen):
             v.assign(0.0)
+
+    def metric_state(self) -> list[float]:
+        """The epoch's running sums (loss, correct, seen), for a checkpoint (exact as floats)."""
+        return [float(v.numpy()) for v in (self.loss_sum, self.correct, self.seen)]
+
+    def set_metric_state(self, values: list[float]) -> None:
+        for v, value in zip((self.loss_sum, self.correct, self.seen), values, strict=True):
+            v.assign(float(value))
 
     def metrics(self) -> dict[str, float]:
         seen = max(float(self.seen.numpy()), 1.0)

@@ -214,7 +214,17 @@ class _Session:
             if cfg.train.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
-            self.runner = StepRunner(self.model, optimizer, _jit(cfg.train.jit_compile))
+            self.schedule = optim.schedule_of(optimizer)
+            monitor = getattr(self.schedule, "monitor", "")
+            if monitor.startswith("val_") and self.bundle.validation is None:
+                raise UserError(
+                    f"schedule {cfg.schedule.name} monitors {monitor}, but there is no "
+                    "validation set: set data.validation_split > 0 or schedule.params.monitor: loss"
+                )
+            self.runner = StepRunner(
+                self.model, optimizer, _jit(cfg.train.jit_compile),
+                label_smoothing=cfg.train.label_smoothing, l2=cfg.train.l2,
+            )  # fmt: skip
 
     def close(self) -> None:
         keras.mixed_precision.set_global_policy("float32")
@@ -256,6 +266,10 @@ class _Session:
         state = {"step": 0, "train_seconds": 0.0}
         if start is not None:
             state = checkpoint.restore(start, self.model, self.optimizer)
+            if "schedule" in state and hasattr(self.schedule, "set_state"):
+                self.schedule.set_state(state["schedule"])
+            if "running_metrics" in state:  # the epoch's sums so far, when saved mid-epoch
+                self.runner.set_metric_state(state["running_metrics"])
         step = int(state["step"])
         recorder = _Recorder(cfg, b, self.total_steps, self.epochs, path, reporter, step)
         recorder.train_seconds = float(state.get("train_seconds", 0.0))
@@ -322,6 +336,9 @@ class _Session:
             if epoch_end:
                 val = runner.evaluate(self.bundle.validation) if self.bundle.validation else None
                 recorder.epoch_end(step, runner.metrics(), val, self.optimizer)
+                if hasattr(self.schedule, "on_epoch_end"):  # e.g. reduce_on_plateau
+                    val_logs = {f"val_{k}": v for k, v in (val or {}).items()}
+                    self.schedule.on_epoch_end(runner.metrics() | val_logs)
             due = (
                 (epoch_end and ckpt.at_epoch_end)
                 or step == self.total_steps
@@ -337,7 +354,10 @@ class _Session:
                     "step": step,
                     "epoch": step // spe,
                     "train_seconds": recorder.train_seconds,
+                    "running_metrics": runner.metric_state(),
                 }
+                if hasattr(self.schedule, "get_state"):
+                    state["schedule"] = self.schedule.get_state()
                 checkpoint.save(path / "checkpoints", self.model, self.optimizer, state, ckpt.keep)
                 last_save_step, last_save_time = step, time.monotonic()
             if stop.signum:

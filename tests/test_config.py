@@ -271,7 +271,8 @@ def test_unknown_schedule_name(tmp_path: Path) -> None:
     )
     assert _error(path) == (
         f"{path}:4: schedule.name: unknown schedule 'cosin' (did you mean 'cosine'?); "
-        "valid: constant, cosine, exponential_decay, piecewise_constant"
+        "valid: constant, cosine, exponential_decay, one_cycle, piecewise_constant, "
+        "reduce_on_plateau"
     )
 
 
@@ -282,7 +283,7 @@ def test_unknown_augmentation_name(tmp_path: Path) -> None:
     )
     assert _error(path).startswith(
         f"{path}:5: data.augment[0].name: unknown augmentation 'random_rotatoin' "
-        "(did you mean 'random_rotation'?); valid: cutout, random_crop,"
+        "(did you mean 'random_rotation'?); valid: cutmix, cutout, mixup, random_crop,"
     )
 
 

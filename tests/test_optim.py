@@ -85,3 +85,49 @@ def test_custom_schedules_survive_keras_serialization() -> None:
     pw = optim.PiecewiseFactor(0.1, [5], [1.0, 0.1])
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pw))
     assert float(again(7)) == pytest.approx(0.01)
+
+
+def test_one_cycle_follows_pytorch_steps() -> None:
+    opt = _build("sgd", 0.1, "one_cycle", total=100)
+    initial, final = 0.1 / 25, 0.1 / 25 / 1e4  # PyTorch: min_lr = initial / final_div_factor
+    peak, end = 0.3 * 100 - 1, 99  # max_lr at step 29, min_lr at the last step (99)
+
+    def down(step: int) -> float:
+        return final + (0.1 - final) / 2 * (math.cos(math.pi * (step - peak) / (end - peak)) + 1)
+
+    expected = {
+        0: initial, 10: initial + (0.1 - initial) * 10 / 29, 29: 0.1, 30: down(30), 64: down(64),
+        80: down(80), 99: final, 500: final,
+    }  # fmt: skip
+    for step, lr in expected.items():
+        assert optim.learning_rate_at(opt, step) == pytest.approx(lr, rel=1e-5, abs=1e-10), step
+    assert expected[64] == pytest.approx(0.05, rel=1e-5)  # half-way down the cosine
+    cos = _build("sgd", 0.1, "one_cycle", total=100, warmup="cosine")
+    warm = 0.1 + (initial - 0.1) / 2 * (math.cos(math.pi * 10 / 29) + 1)  # anneal_strategy cos
+    assert optim.learning_rate_at(cos, 10) == pytest.approx(warm, rel=1e-5)
+    assert optim.learning_rate_at(cos, 64) == pytest.approx(down(64), rel=1e-5)
+    custom = _build(
+        "adam", 0.02, "one_cycle", total=41, pct_start=0.25, div_factor=10.0, final_div_factor=100.0
+    )
+    p = 0.25 * 41 - 1  # 9.25: a fractional peak, as in PyTorch
+    assert optim.learning_rate_at(custom, 9) == pytest.approx(0.002 + 0.018 * 9 / p, rel=1e-5)
+    t = (10 - p) / (40 - p)
+    lr10 = 2e-5 + (0.02 - 2e-5) / 2 * (math.cos(math.pi * t) + 1)
+    assert optim.learning_rate_at(custom, 10) == pytest.approx(lr10, rel=1e-5)
+    assert optim.learning_rate_at(custom, 40) == pytest.approx(2e-5, rel=1e-5)
+
+
+def test_new_schedules_survive_keras_serialization() -> None:
+    for sched, step in (
+        (optim.OneCycle(0.1, 100, 0.3, 25.0, 1e4, "cosine"), 17),
+        (optim.ReduceOnPlateau(0.1, 0.5, 3, 0.0, "loss", 0.0), 5),
+    ):
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched))
+        assert type(again) is type(sched)
+        assert float(again(step)) == pytest.approx(float(sched(step)))
+
+
+def test_learning_rate_through_a_loss_scale_optimizer() -> None:
+    opt = keras.optimizers.LossScaleOptimizer(_build("sgd", 0.1, "one_cycle", total=100))
+    assert optim.learning_rate_at(opt, 29) == pytest.approx(0.1)
+    assert optim.learning_rate_at(opt, 0) == pytest.approx(0.004)

@@ -247,7 +247,8 @@ def test_models_registry() -> None:
     assert expected <= set(MODELS.names())
     for name in MODELS.names():
         assert MODELS.meta(name)["description"], name
-        families = {"mlp", "convnets", "lenet", "alexnet", "vgg", "nin", "inception", "resnet"}
+        families = {"mlp", "convnets", "lenet", "alexnet", "allcnn", "vgg", "nin", "inception"}
+        families.add("resnet")
         assert MODELS.meta(name)["family"] in families, name
 
 
@@ -277,6 +278,8 @@ def test_schedules_registry() -> None:
         "exponential_decay",
         "piecewise_constant",
         "cosine",
+        "one_cycle",
+        "reduce_on_plateau",
     }
 
 
@@ -300,4 +303,6 @@ def test_augmentations_registry() -> None:
         "random_crop",
         "cutout",
         "random_erasing",
+        "mixup",
+        "cutmix",
     }

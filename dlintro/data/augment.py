@@ -7,6 +7,11 @@ layers: a Keras layer draws from a seed *variable* that parallel tf.data map cal
 race, so the same seed would not give the same augmented batches; a per-batch seed does.
 Pixels moved in from outside the image are filled with 0 (black, right for MNIST-style data).
 
+Mixing augmentations (mixup, cutmix; registered with `mixing=True`) combine pairs of examples
+of a batch and so change labels too: their builders return `fn(images, labels [B, C] float32,
+seed) -> (images, labels)`. `make_augmenter` leaves them out and `make_mixer` composes them;
+the pipeline runs them after the per-image augmentations and then yields soft labels.
+
 TensorFlow is imported inside the functions, so that this registry (and config validation that
 consults it) stays importable without TensorFlow.
 """
@@ -22,6 +27,7 @@ from dlintro.errors import UserError
 from dlintro.registry import Registry, validated
 
 AugmentFn = Callable[[Any, Any], Any]
+MixFn = Callable[[Any, Any, Any], tuple[Any, Any]]
 AUGMENTATIONS: Registry[Callable[..., AugmentFn]] = Registry("augmentation")
 
 
@@ -194,20 +200,34 @@ def random_crop(padding: Annotated[int, pydantic.Field(ge=0, le=64)] = 4) -> Aug
     return fn
 
 
-def make_augmenter(specs: Sequence[Any]) -> AugmentFn | None:
-    """Compose the configured augmentations (objects with .name and .params), in order.
+def is_mixing(name: str) -> bool:
+    """Whether augmentation `name` mixes examples (and so needs soft labels)."""
+    return bool(AUGMENTATIONS.meta(name).get("mixing"))
 
-    Names and params are checked here, so a bad entry fails before any data is loaded; the
-    composed function gives each step its own seed folded from the batch seed.
-    """
+
+def _build_steps(specs: Sequence[Any], mixing: bool) -> list[tuple[int, Any]]:
+    """(position in the list, built fn) for the per-image (or the mixing) entries of `specs`."""
     steps = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         name, params = spec.name, dict(spec.params or {})
         check_builder_params(AUGMENTATIONS, name, params)
+        if is_mixing(name) != mixing:
+            continue
         try:
-            steps.append(AUGMENTATIONS.get(name)(**params))
+            steps.append((i, AUGMENTATIONS.get(name)(**params)))
         except pydantic.ValidationError as exc:
             raise UserError(f"augmentation '{name}': {exc.errors()[0]['msg']}") from None
+    return steps
+
+
+def make_augmenter(specs: Sequence[Any]) -> AugmentFn | None:
+    """Compose the configured per-image augmentations (objects with .name and .params), in order.
+
+    Names and params are checked here (mixing ones too), so a bad entry fails before any data is
+    loaded; the composed function gives each step its own seed folded from the batch seed and
+    its position in the list. Mixing augmentations are left to `make_mixer`.
+    """
+    steps = _build_steps(specs, mixing=False)
     if not steps:
         return None
 
@@ -215,11 +235,34 @@ def make_augmenter(specs: Sequence[Any]) -> AugmentFn | None:
         import tensorflow as tf
 
         s = _seed(seed)
-        for i, step in enumerate(steps):
+        for i, step in steps:
             images = step(images, tf.random.experimental.stateless_fold_in(s, 1000 + i))
         return images
 
     return augment
+
+
+def make_mixer(specs: Sequence[Any]) -> MixFn | None:
+    """Compose the configured mixing augmentations, in order, or None when there are none.
+
+    `mix(images, labels, seed)` takes float images and one-hot float labels [B, C] and returns
+    both mixed; each step's seed is folded from the batch seed and its position in the list.
+    """
+    steps = _build_steps(specs, mixing=True)
+    if not steps:
+        return None
+
+    def mix(images: Any, labels: Any, seed: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        s = _seed(seed)
+        for i, step in steps:
+            images, labels = step(
+                images, labels, tf.random.experimental.stateless_fold_in(s, 1000 + i)
+            )
+        return images, labels
+
+    return mix
 
 
 def _box_mask(height: Any, width: Any, top: Any, left: Any, box_h: Any, box_w: Any) -> Any:
@@ -314,5 +357,88 @@ def random_erasing(
         else:
             value = tf.zeros_like(images)
         return tf.where(erase[..., None], value, images)
+
+    return fn
+
+
+def _partners(seed: Any, batch: Any) -> Any:
+    """A random permutation of range(batch): example i is mixed with example perm[i]."""
+    import tensorflow as tf
+
+    return tf.argsort(tf.random.stateless_uniform([batch], seed=seed))
+
+
+def _beta(seed: Any, alpha: float) -> Any:
+    """One float32 draw from Beta(alpha, alpha), as G1 / (G1 + G2) with Gi ~ Gamma(alpha)."""
+    import tensorflow as tf
+
+    g = tf.random.stateless_gamma([2], seed=seed, alpha=alpha, dtype=tf.float32)
+    return tf.math.divide_no_nan(g[0], g[0] + g[1])
+
+
+def mix_pairs(labels: Any, perm: Any, lam: Any) -> Any:
+    """lam * labels + (1 - lam) * labels[perm] (also used for the images of mixup)."""
+    import tensorflow as tf
+
+    return lam * labels + (1.0 - lam) * tf.gather(labels, perm)
+
+
+Alpha = Annotated[float, pydantic.Field(gt=0, le=100)]
+
+
+@AUGMENTATIONS.register("mixup", description="blend pairs of images and labels", mixing=True)
+@validated
+def mixup(alpha: Alpha = 0.2) -> MixFn:
+    """mixup (Zhang et al. 2018): x = lam x_i + (1-lam) x_j, y = lam y_i + (1-lam) y_j.
+
+    One lam ~ Beta(alpha, alpha) per batch and a random pairing j = perm[i] of the batch (as in
+    the paper's code; an example may be paired with itself).
+    """
+
+    def fn(images: Any, labels: Any, seed: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        s = _seed(seed)
+        fold = [tf.random.experimental.stateless_fold_in(s, i) for i in range(2)]
+        perm = _partners(fold[0], tf.shape(images)[0])
+        lam = _beta(fold[1], alpha)
+        return mix_pairs(images, perm, lam), mix_pairs(labels, perm, lam)
+
+    return fn
+
+
+@AUGMENTATIONS.register("cutmix", description="paste a box from another image", mixing=True)
+@validated
+def cutmix(alpha: Alpha = 1.0) -> MixFn:
+    """CutMix (Yun et al. 2019), as in the paper's code: one box per batch.
+
+    lam ~ Beta(alpha, alpha); cut = floor(H sqrt(1-lam)) x floor(W sqrt(1-lam)); a centre
+    (cy, cx) uniform over the pixels; the box is rows [cy - cut_h//2, cy + cut_h//2) and the
+    same for columns, clipped to the image. Image i gets image perm[i] inside the box, and
+    labels lam' y_i + (1-lam') y_perm[i] with lam' = 1 - (box area) / (H W), the exact share of
+    pixels it kept.
+    """
+
+    def fn(images: Any, labels: Any, seed: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        s = _seed(seed)
+        fold = [tf.random.experimental.stateless_fold_in(s, i) for i in range(4)]
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        perm = _partners(fold[0], shape[0])
+        ratio = tf.sqrt(1.0 - _beta(fold[1], alpha))
+        sides = []
+        for k, size in enumerate((height, width)):
+            cut = tf.cast(tf.cast(size, tf.float32) * ratio, tf.int32)
+            centre = tf.random.stateless_uniform([], seed=fold[2 + k], maxval=size, dtype=tf.int32)
+            low = tf.clip_by_value(centre - cut // 2, 0, size)
+            high = tf.clip_by_value(centre + cut // 2, 0, size)
+            sides.append((low, high - low))
+        (top, box_h), (left, box_w) = sides
+        box = _box_mask(height, width, *(tf.reshape(v, [1]) for v in (top, left, box_h, box_w)))
+        images = tf.where(box[..., None], tf.gather(images, perm), images)
+        lam = 1.0 - tf.cast(box_h * box_w, tf.float32) / tf.cast(height * width, tf.float32)
+        return images, mix_pairs(labels, perm, lam)
 
     return fn

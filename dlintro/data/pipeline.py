@@ -4,6 +4,10 @@ uint8 arrays stay in memory; elements are batched first and then converted, augm
 normalized a whole batch at a time in one parallel, deterministic map. Normalization is
 `(x * scale - mean) / std` per channel with scale 1/255 (modes "unit", "standardize") or 1
 ("none"); its numbers go in `DataBundle.normalization` so that a saved run can reuse them.
+
+Labels are int32 [B], except in training with a mixing augmentation (mixup, cutmix): then the
+train pipelines yield soft labels, float32 [B, num_classes] rows summing to 1
+(`DataBundle.soft_labels`). Validation and test labels are always int32.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dlintro.data.augment import AugmentFn, make_augmenter
+from dlintro.data.augment import AugmentFn, MixFn, make_augmenter, make_mixer
 from dlintro.data.sources import DatasetInfo, data_root, load_dataset
 from dlintro.errors import UserError
 
@@ -41,6 +45,8 @@ class DataBundle:
     # train_stream(start_step): the endless training batches from global step `start_step` on,
     # exactly those an uninterrupted run sees there (see make_train_stream).
     train_stream: Callable[[int], tf.data.Dataset] | None = None
+    # True when the training batches carry soft labels float32 [B, C] (mixup / cutmix).
+    soft_labels: bool = False
 
 
 def _scale(mode: str) -> float:
@@ -84,18 +90,32 @@ def _check_normalization(norm: Any, channels: int) -> tuple[float, list[float], 
     return _scale(mode), mean, std
 
 
-def _batch_fn(norm: dict[str, Any], channels: int, augment: AugmentFn | None) -> Any:
-    """The per-batch map: uint8 -> float32 (augment on 0..255) -> normalized; labels int32."""
+def _batch_fn(
+    norm: dict[str, Any],
+    channels: int,
+    augment: AugmentFn | None,
+    mix: MixFn | None = None,
+    num_classes: int = 0,
+) -> Any:
+    """The per-batch map: uint8 -> float32 (augment, then mix, on 0..255) -> normalized.
+
+    Labels come out int32, or one-hot float32 [B, num_classes] mixed by `mix` when it is set.
+    """
     scale, mean, std = _check_normalization(norm, channels)
     mean_t = tf.constant(mean, tf.float32)
     inv_std_t = tf.constant([1.0 / s for s in std], tf.float32)
+    if mix is not None and num_classes < 2:
+        raise ValueError(f"mixing augmentations need num_classes >= 2, got {num_classes}")
 
     def convert(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor | None = None) -> tuple:
         images = tf.cast(x, tf.float32)
         if augment is not None:
             images = augment(images, seed)
+        labels = tf.cast(y, tf.int32)
+        if mix is not None:
+            images, labels = mix(images, tf.one_hot(labels, num_classes, dtype=tf.float32), seed)
         images = (images * scale - mean_t) * inv_std_t
-        return images, tf.cast(y, tf.int32)
+        return images, labels
 
     return convert
 
@@ -109,14 +129,16 @@ def make_dataset(
     shuffle_buffer: int | None = None,
     augment: AugmentFn | None = None,
     seed: int = 0,
+    mix: MixFn | None = None,
+    num_classes: int = 0,
 ) -> tf.data.Dataset:
     """One pipeline over in-memory uint8 arrays; shuffled when shuffle_buffer is given."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_buffer is not None:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    convert = _batch_fn(norm, x.shape[-1], augment)
-    if augment is not None:
+    convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes)
+    if augment is not None or mix is not None:
         seeds = tf.data.Dataset.random(
             seed=seed + AUGMENT_SEED_OFFSET, rerandomize_each_iteration=True
         ).batch(2)
@@ -139,18 +161,21 @@ def make_train_stream(
     seed: int,
     augment: AugmentFn | None = None,
     start_step: int = 0,
+    mix: MixFn | None = None,
+    num_classes: int = 0,
 ) -> tf.data.Dataset:
     """Endless training batches whose order is a pure function of (seed, epoch, step).
 
     Epoch e visits the examples in the order argsort(stateless_uniform(n, [seed, e])); the
-    global batch s is augmented with the stateless seed [seed + offset, s]. A run resumed at any
-    step therefore sees exactly the batches that an uninterrupted run would have seen there.
+    global batch s is augmented (and mixed) with the stateless seed [seed + offset, s]. A run
+    resumed at any step therefore sees exactly the batches that an uninterrupted run would have
+    seen there.
     Only indices are shuffled; images are gathered from the in-memory uint8 array per batch.
     """
     n = len(x)
     steps_per_epoch = math.ceil(n / batch_size)
     images, labels = tf.constant(x), tf.constant(y)
-    convert = _batch_fn(norm, x.shape[-1], augment)
+    convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes)
     seed_t = tf.constant(seed, tf.int64)
 
     def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
@@ -195,7 +220,9 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
     """Load the configured dataset and build the train / validation / test pipelines."""
     batch_size = _batch_size(data_cfg)
     augment = make_augmenter(list(data_cfg.augment or []))
+    mix = make_mixer(list(data_cfg.augment or []))
     info, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
+    mixing = {"mix": mix, "num_classes": info.num_classes}
     x_train, y_train = arrays.x_train, arrays.y_train
     validation, num_val = None, 0
     if data_cfg.validation_split > 0:
@@ -210,13 +237,15 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
     if buffer < 1:
         raise UserError(f"shuffle_buffer must be at least 1 (or null for all), got {buffer}")
     train = make_dataset(
-        x_train, y_train, batch_size, norm, shuffle_buffer=buffer, augment=augment, seed=seed
-    )
+        x_train, y_train, batch_size, norm, shuffle_buffer=buffer, augment=augment, seed=seed,
+        **mixing,
+    )  # fmt: skip
 
     def train_stream(start_step: int = 0) -> tf.data.Dataset:
         return make_train_stream(
-            x_train, y_train, batch_size, norm, seed=seed, augment=augment, start_step=start_step
-        )
+            x_train, y_train, batch_size, norm, seed=seed, augment=augment, start_step=start_step,
+            **mixing,
+        )  # fmt: skip
 
     if num_val:
         validation = make_dataset(x_val, y_val, batch_size, norm)
@@ -232,6 +261,7 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         steps_per_epoch=math.ceil(len(x_train) / batch_size),
         normalization=norm,
         train_stream=train_stream,
+        soft_labels=mix is not None,
     )
 
 
