@@ -328,7 +328,7 @@ def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], 
 
 def _check_names(cfg: Config, positions: dict[Path_, str], src: str) -> None:
     """Check registry names and builder params (imports the registries, hence TensorFlow)."""
-    from dlintro import models, optim
+    from dlintro import models, optim, schedules
     from dlintro.data import AUGMENTATIONS, DATASETS
 
     checks: list[tuple[Path_, Any, str, Params, tuple[str, ...]]] = [
@@ -341,7 +341,13 @@ def _check_names(cfg: Config, positions: dict[Path_, str], src: str) -> None:
             cfg.optimizer.params,
             optim.SUPPLIED,
         ),
-        (("schedule",), optim.SCHEDULES, cfg.schedule.name, cfg.schedule.params, optim.SUPPLIED),
+        (
+            ("schedule",),
+            schedules.SCHEDULES,
+            cfg.schedule.name,
+            cfg.schedule.params,
+            optim.SUPPLIED,
+        ),
     ]
     for i, aug in enumerate(cfg.data.augment):
         checks.append((("data", "augment", i), AUGMENTATIONS, aug.name, aug.params, ()))

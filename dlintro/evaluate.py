@@ -62,7 +62,7 @@ def evaluate_run(run_dir: Any, data_dir: Any = None) -> dict[str, Any]:
 
 def load_model(path: Any) -> keras.Model:
     """Load a .keras file in safe mode (no arbitrary code); a bad file is the user's error."""
-    from dlintro import optim  # noqa: F401  (registers the custom schedules)
+    from dlintro import schedules  # noqa: F401  (registers the custom schedules)
     from dlintro.errors import UserError
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -106,3 +107,37 @@ def model_path(run_dir: str | Path) -> Path:
         status = read_meta(run_dir).get("status", "unknown")
         raise UserError(f"{path}: the run has no final model (status: {status})")
     return path
+
+
+def now() -> str:
+    """The local time in ISO 8601, as meta.json records it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide what a run does, for meta.json."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import dlintro
+
+    return {
+        "dlintro": dlintro.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def machine() -> dict[str, Any]:
+    """Where the run ran, for meta.json."""
+    import tensorflow as tf
+
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+    }

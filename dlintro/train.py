@@ -7,52 +7,24 @@ Printing belongs to the CLI: progress goes to a `Reporter` that the caller suppl
 
 from __future__ import annotations
 
-import csv
 import math
 import os
-import platform
 import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-import dlintro
 from dlintro import checkpoint, config, data, distribute, evaluate, models, optim, runs
 from dlintro.config import Config
 from dlintro.errors import DlintroError, UserError
 from dlintro.loop import StepRunner
-
-
-class Reporter(Protocol):
-    """Where training progress goes (a rich progress bar, plain lines, or nowhere)."""
-
-    def start(self, plan: dict[str, Any]) -> None: ...
-    def update(self, logs: dict[str, Any]) -> None: ...
-    def epoch_end(self, logs: dict[str, Any]) -> None: ...
-    def end(self) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that shows nothing (library use and tests)."""
-
-    def start(self, plan: dict[str, Any]) -> None:
-        pass
-
-    def update(self, logs: dict[str, Any]) -> None:
-        pass
-
-    def epoch_end(self, logs: dict[str, Any]) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
+from dlintro.record import Recorder, Reporter, SilentReporter
 
 
 class Interrupted(DlintroError):
@@ -159,7 +131,7 @@ def resume(
         if changes:
             runs.write_text(path / "config.yaml", cfg.to_yaml())
         resumes = [*meta.get("resumes", []), {
-            "time": _now(), "from_step": checkpoint.read_state(latest)["step"] if latest else 0,
+            "time": runs.now(), "from_step": checkpoint.read_state(latest)["step"] if latest else 0,
             "changes": [[k, a, b] for k, a, b in changes], "command": command or sys.argv,
         }]  # fmt: skip
         runs.write_json(path / "meta.json", {**meta, **session.meta(command), "resumes": resumes})
@@ -237,10 +209,10 @@ class _Session:
             "host": socket.gethostname(),
             "name": cfg.name,
             "command": command if command is not None else sys.argv,
-            "started": _now(),
+            "started": runs.now(),
             "seed": cfg.seed,
-            "versions": _versions(),
-            "machine": _machine(),
+            "versions": runs.versions(),
+            "machine": runs.machine(),
             "data": {
                 "dataset": b.info.name,
                 "num_train": b.num_train,
@@ -271,7 +243,7 @@ class _Session:
             if "running_metrics" in state:  # the epoch's sums so far, when saved mid-epoch
                 self.runner.set_metric_state(state["running_metrics"])
         step = int(state["step"])
-        recorder = _Recorder(cfg, b, self.total_steps, self.epochs, path, reporter, step)
+        recorder = Recorder(cfg, b, self.total_steps, self.epochs, path, reporter, step)
         recorder.train_seconds = float(state.get("train_seconds", 0.0))
         reporter.start({
             "run_dir": str(path), "model": cfg.model.name,
@@ -291,14 +263,14 @@ class _Session:
         except BaseException as exc:
             reporter.end()
             status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
-            runs.update_meta(path, status=status, ended=_now(), error=str(exc)[:500])
+            runs.update_meta(path, status=status, ended=runs.now(), error=str(exc)[:500])
             raise
         finally:
             recorder.close()
         wall = time.time() - self.started
         ips = recorder.images_seen / max(recorder.session_seconds, 1e-9)
         runs.update_meta(
-            path, status="finished", ended=_now(), wall_seconds=round(wall, 2),
+            path, status="finished", ended=runs.now(), wall_seconds=round(wall, 2),
             train_seconds=round(recorder.train_seconds, 2), images_per_second=round(ips, 1),
             steps=recorder.step, epochs=math.ceil(recorder.step / b.steps_per_epoch),
             test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
@@ -306,7 +278,7 @@ class _Session:
         epochs_done = math.ceil(recorder.step / b.steps_per_epoch)
         return Result(path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips)
 
-    def _loop(self, path: Path, recorder: _Recorder, stop: _SignalFlag, step: int) -> None:
+    def _loop(self, path: Path, recorder: Recorder, stop: _SignalFlag, step: int) -> None:
         cfg, spe, runner = self.cfg, self.bundle.steps_per_epoch, self.runner
         ckpt = cfg.checkpoint
         iterator = iter(self.bundle.train_stream(step))
@@ -398,158 +370,8 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class _Recorder:
-    """Progress for the reporter, history.csv, and TensorBoard scalars (logs/train, validation)."""
-
-    def __init__(
-        self,
-        cfg: Config,
-        bundle: Any,
-        total_steps: int,
-        epochs: int,
-        path: Path,
-        reporter: Reporter,
-        start_step: int,
-    ) -> None:
-        self.cfg, self.total_steps, self.epochs, self.reporter = cfg, total_steps, epochs, reporter
-        self.batch_size, self.num_train = cfg.data.batch_size, bundle.num_train
-        self.steps_per_epoch = bundle.steps_per_epoch
-        self.step = start_step
-        self.images_seen = 0
-        self.train_seconds = self.session_seconds = 0.0
-        self.history_path = path / "history.csv"
-        self._keep_history_until(start_step)
-        self.writers = {
-            split: tf.summary.create_file_writer(str(path / "logs" / split))
-            for split in ("train", "validation")
-        }
-        self._window: tuple[int, float] = (start_step, 0.0)
-        self._epoch = (start_step, 0.0)  # (first step, seconds) of the current epoch
-        self._last_log = start_step
-
-    def _keep_history_until(self, step: int) -> None:
-        """On resume, drop history rows written after the checkpoint being resumed."""
-        if not self.history_path.exists():
-            return
-        with self.history_path.open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        if not rows:
-            self.history_path.unlink()
-            return
-        lines = [",".join(rows[0])] + [",".join(r.values()) for r in rows]
-        runs.write_text(self.history_path, "\n".join(lines) + "\n")
-
-    def _images(self, first: int, last: int) -> int:
-        """Training images consumed by steps first+1..last (an epoch's last batch is short)."""
-
-        def upto(step: int) -> int:
-            full, part = divmod(step, self.steps_per_epoch)
-            return full * self.num_train + part * self.batch_size
-
-        return upto(last) - upto(first)
-
-    def epoch_start(self) -> None:
-        self._epoch = (self.step, 0.0)
-
-    def add_time(self, seconds: float, first: int, last: int) -> None:
-        self.train_seconds += seconds
-        self.session_seconds += seconds
-        self.images_seen += self._images(first, last)
-        self._epoch = (self._epoch[0], self._epoch[1] + seconds)
-        self._window = (self._window[0], self._window[1] + seconds)
-
-    def step_end(self, step: int, logs: dict[str, float], optimizer: Any) -> None:
-        self.step = step
-        if step - self._last_log < self.cfg.train.log_every and step < self.total_steps:
-            return
-        self._last_log = step
-        ips = self._images(self._window[0], step) / max(self._window[1], 1e-9)
-        self._window = (step, 0.0)
-        lr = optim.learning_rate_at(optimizer, step)
-        entry = {
-            "step": step, "total_steps": self.total_steps,
-            "epoch": (step - 1) // self.steps_per_epoch + 1, "epochs": self.epochs,
-            "loss": logs["loss"], "accuracy": logs["accuracy"], "learning_rate": lr,
-            "images_per_second": ips,
-        }  # fmt: skip
-        self.reporter.update(entry)
-        with self.writers["train"].as_default(step=step):
-            tf.summary.scalar("batch_loss", entry["loss"])
-            tf.summary.scalar("learning_rate", lr)
-            tf.summary.scalar("images_per_second", ips)
-
-    def epoch_end(
-        self, step: int, logs: dict[str, float], val: dict[str, float] | None, optimizer: Any
-    ) -> None:
-        first, seconds = self._epoch
-        row = {
-            "epoch": (step - 1) // self.steps_per_epoch + 1,
-            "step": step,
-            "loss": logs["loss"],
-            "accuracy": logs["accuracy"],
-            "val_loss": val["loss"] if val else math.nan,
-            "val_accuracy": val["accuracy"] if val else math.nan,
-            "learning_rate": optim.learning_rate_at(optimizer, step),
-            "seconds": round(seconds, 3),
-            "images_per_second": round(self._images(first, step) / max(seconds, 1e-9), 1),
-        }
-        new = not self.history_path.exists()
-        with self.history_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-        with self.writers["train"].as_default(step=step):
-            tf.summary.scalar("loss", row["loss"])
-            tf.summary.scalar("accuracy", row["accuracy"])
-            tf.summary.scalar("epoch_seconds", seconds)
-        if val:
-            with self.writers["validation"].as_default(step=step):
-                tf.summary.scalar("loss", val["loss"])
-                tf.summary.scalar("accuracy", val["accuracy"])
-        for w in self.writers.values():
-            w.flush()
-        self.reporter.epoch_end(row | {"epochs": self.epochs})
-
-    def log_test(self, metrics: dict[str, Any]) -> None:
-        writer = tf.summary.create_file_writer(str(self.history_path.parent / "logs" / "test"))
-        with writer.as_default(step=self.step):
-            tf.summary.scalar("accuracy", metrics["accuracy"])
-            tf.summary.scalar("loss", metrics["loss"])
-        writer.close()
-
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
-
-
 def _save_model(model: keras.Model, path: Path) -> None:
     """Save atomically: Keras writes a temporary file that is then renamed into place."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "dlintro": dlintro.__version__,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-    }

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import keras
 import pytest
 
-from dlintro import optim
+from dlintro import optim, schedules
 
 
 def _build(name: str, lr: float, schedule: str, total: int = 1000, spe: int = 100, **params):
@@ -79,10 +79,10 @@ def test_every_optimizer_builds(name: str, cls: str) -> None:
 
 
 def test_custom_schedules_survive_keras_serialization() -> None:
-    sched = optim.OffsetExponentialDecay(0.003, 1e-4, 2000.0)
+    sched = schedules.OffsetExponentialDecay(0.003, 1e-4, 2000.0)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched))
     assert float(again(1000)) == pytest.approx(float(sched(1000)))
-    pw = optim.PiecewiseFactor(0.1, [5], [1.0, 0.1])
+    pw = schedules.PiecewiseFactor(0.1, [5], [1.0, 0.1])
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pw))
     assert float(again(7)) == pytest.approx(0.01)
 
@@ -119,8 +119,8 @@ def test_one_cycle_follows_pytorch_steps() -> None:
 
 def test_new_schedules_survive_keras_serialization() -> None:
     for sched, step in (
-        (optim.OneCycle(0.1, 100, 0.3, 25.0, 1e4, "cosine"), 17),
-        (optim.ReduceOnPlateau(0.1, 0.5, 3, 0.0, "loss", 0.0), 5),
+        (schedules.OneCycle(0.1, 100, 0.3, 25.0, 1e4, "cosine"), 17),
+        (schedules.ReduceOnPlateau(0.1, 0.5, 3, 0.0, "loss", 0.0), 5),
     ):
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched))
         assert type(again) is type(sched)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlintro import checkpoint, config, optim, train
+from dlintro import checkpoint, config, optim, schedules, train
 from dlintro.data import augment, pipeline
 from dlintro.errors import UserError
 from dlintro.loop import StepRunner
@@ -310,7 +310,7 @@ def test_pipeline_yields_soft_labels_in_training_only() -> None:
 
 
 def test_reduce_on_plateau_counts_patience_epochs() -> None:
-    sched = optim.SCHEDULES.get("reduce_on_plateau")(
+    sched = schedules.SCHEDULES.get("reduce_on_plateau")(
         0.1, 100, 10, factor=0.5, patience=2, min_lr=0.02, monitor="loss", min_delta=0.01
     )
     losses = [1.0, 0.9, 0.895, 0.95, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
@@ -323,11 +323,11 @@ def test_reduce_on_plateau_counts_patience_epochs() -> None:
     expected = [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.02, 0.02, 0.02]
     assert rates == pytest.approx(expected, rel=1e-6)
     state = json.loads(json.dumps(sched.get_state()))
-    fresh = optim.ReduceOnPlateau(0.1, 0.5, 2, 0.02, "loss", 0.01)
+    fresh = schedules.ReduceOnPlateau(0.1, 0.5, 2, 0.02, "loss", 0.01)
     fresh.set_state(state)
     assert fresh.get_state() == sched.get_state()
     with pytest.raises(ValueError, match=r"monitors 'val_loss'.*has: accuracy, loss"):
-        optim.ReduceOnPlateau(0.1).on_epoch_end({"loss": 1.0, "accuracy": 0.5})
+        schedules.ReduceOnPlateau(0.1).on_epoch_end({"loss": 1.0, "accuracy": 0.5})
 
 
 PLATEAU = {
