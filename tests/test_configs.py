@@ -63,3 +63,30 @@ def test_reference_config_has_the_published_count(path: Path) -> None:
 
 def test_every_reference_row_has_a_config() -> None:
     assert {p.stem for p in REFERENCE} == set(PUBLISHED)
+
+
+# shared/LADDER.md, CIFAR-10 rows: exact where published exactly, else in millions as printed.
+CIFAR_PUBLISHED = {
+    "cifar10_keras_conv": 1_084_234,
+    "cifar10_resnet20": "0.27M",
+    "cifar10_resnet32": "0.46M",
+    "cifar10_resnet44": "0.66M",
+    "cifar10_resnet56": "0.85M",
+    "cifar10_resnet110": "1.7M",
+    "cifar10_preact_resnet164": "1.7M",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_PUBLISHED))
+def test_cifar_config_has_the_published_count(name: str) -> None:
+    cfg = config.load(CONFIGS / f"{name}.yaml")
+    info = data.dataset_info(cfg.data.dataset, cfg.data.params)
+    assert info.input_shape == (32, 32, 3)
+    model = models.build(cfg.model.name, info.input_shape, info.num_classes, cfg.model.params)
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    published = CIFAR_PUBLISHED[name]
+    if isinstance(published, int):
+        assert model.count_params() == published
+    else:
+        digits = len(published.split(".")[1]) - 1  # "0.27M" -> 2 decimals
+        assert f"{trainable / 1e6:.{digits}f}M" == published
