@@ -9,9 +9,15 @@ import numpy as np
 import tensorflow as tf
 
 
-def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and true labels for every example of `dataset`."""
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+def predict(
+    model: keras.Model, dataset: tf.data.Dataset, step: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and true labels for every example of `dataset`.
+
+    `step` is a compiled `x -> model(x, training=False)` to reuse across calls (validation at
+    every epoch end), so that it is traced once.
+    """
+    step = step or tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     probs, labels = [], []
     for x, y in dataset:
         probs.append(step(x).numpy())
@@ -19,18 +25,25 @@ def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, n
     return np.concatenate(probs).astype(np.float64), np.concatenate(labels).astype(np.int64)
 
 
+def loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean cross-entropy (clipped at 1e-7, as Keras does) and accuracy."""
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {
+        "loss": float(-np.log(picked).mean()),
+        "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+    }
+
+
 def metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """All metrics from predicted probabilities; the loss is Keras' clipped cross-entropy."""
+    """All metrics from predicted probabilities."""
     num_classes = probs.shape[1]
     predicted = probs.argmax(axis=1)
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     support = confusion.sum(axis=1)
     per_class = np.divide(np.diag(confusion), support, out=np.zeros(num_classes), where=support > 0)
     return {
-        "accuracy": float((predicted == labels).mean()),
-        "loss": float(-np.log(picked).mean()),
+        **loss_and_accuracy(probs, labels),
         "num_examples": len(labels),
         "class_names": list(class_names),
         "per_class_accuracy": [round(float(a), 6) for a in per_class],

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 
@@ -138,12 +137,6 @@ class StepRunner:
 
     def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
         """Mean loss and accuracy over a finite dataset (validation)."""
-        loss_sum = correct = seen = 0.0
-        for x, y in dataset:
-            probs = self._predict(x).numpy().astype(np.float64)
-            labels = y.numpy()
-            picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
-            loss_sum += float(-np.log(picked).sum())
-            correct += float((probs.argmax(axis=1) == labels).sum())
-            seen += len(labels)
-        return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+        from dlintro import evaluate
+
+        return evaluate.loss_and_accuracy(*evaluate.predict(self.model, dataset, self._predict))

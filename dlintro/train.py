@@ -283,7 +283,7 @@ class _Session:
         ckpt = cfg.checkpoint
         iterator = iter(self.bundle.train_stream(step))
         last_save_step, last_save_time = step, time.monotonic()
-        if step % spe:  # resumed mid-epoch: the epoch's running metrics restart here
+        if step % spe:  # resumed mid-epoch: the running sums were restored; time restarts
             recorder.epoch_start()
         while step < self.total_steps:
             if step % spe == 0:
