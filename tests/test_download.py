@@ -1,11 +1,8 @@
 """Downloads against a real HTTP server on 127.0.0.1 (never any other address)."""
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import shutil
-import threading
 import urllib.parse
 from pathlib import Path
 
@@ -33,29 +30,6 @@ def _local_only(monkeypatch):
         return real_open(url, timeout)
 
     monkeypatch.setattr(download, "_open", guarded)
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """serve(directory) -> base URL of a ThreadingHTTPServer on 127.0.0.1 serving it."""
-    servers = []
-
-    def start(directory: Path) -> str:
-        handler = functools.partial(_Quiet, directory=str(directory))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def use_mirror(monkeypatch, url: str) -> None:
