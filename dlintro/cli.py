@@ -186,11 +186,19 @@ def train(
         f"test accuracy {m['accuracy']:.2%}  loss {m['loss']:.4f}  "
         f"({m['num_examples']:,} test images)"
     )
-    out.print(
-        f"{result.steps:,} steps, {_plural(result.epochs, 'epoch')} in "
-        f"{result.wall_seconds:.1f} s wall "
-        f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
-    )
+    if result.start_step:
+        out.print(
+            f"resumed at step {result.start_step:,}; {result.steps:,} steps, "
+            f"{_plural(result.epochs, 'epoch')} in all; this session {result.wall_seconds:.1f} s "
+            f"wall ({result.images_per_second:,.0f} images/s); "
+            f"{result.train_seconds:.1f} s training over all sessions"
+        )
+    else:
+        out.print(
+            f"{result.steps:,} steps, {_plural(result.epochs, 'epoch')} in "
+            f"{result.wall_seconds:.1f} s wall "
+            f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
+        )
     out.print(f"run directory: {result.run_dir}")
     out.print(f"next: dlintro eval {result.run_dir}")
 

@@ -47,9 +47,10 @@ class Result:
     metrics: dict[str, Any]
     steps: int
     epochs: int
-    wall_seconds: float
-    train_seconds: float
-    images_per_second: float
+    wall_seconds: float  # this process, from the command's start
+    train_seconds: float  # in the step loop, over every session of the run
+    images_per_second: float  # this process
+    start_step: int = 0  # where this process began (> 0 after a resume)
 
 
 def plan_length(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
@@ -276,7 +277,9 @@ class _Session:
             test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
         )  # fmt: skip
         epochs_done = math.ceil(recorder.step / b.steps_per_epoch)
-        return Result(path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips)
+        return Result(
+            path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips, step
+        )
 
     def _loop(self, path: Path, recorder: Recorder, stop: _SignalFlag, step: int) -> None:
         cfg, spe, runner = self.cfg, self.bundle.steps_per_epoch, self.runner
