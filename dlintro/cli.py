@@ -182,6 +182,12 @@ def train(
     else:
         result = train_mod.run(cfg, run_dir=run_dir, **common)
     m = result.metrics
+    if not m:  # a worker other than the chief: it wrote nothing
+        out.print(
+            f"worker done: {result.steps:,} steps in {result.wall_seconds:.1f} s; "
+            f"weights {result.fingerprint[:16]}"
+        )
+        return
     out.print(
         f"test accuracy {m['accuracy']:.2%}  loss {m['loss']:.4f}  "
         f"({m['num_examples']:,} test images)"
@@ -199,8 +205,75 @@ def train(
             f"{result.wall_seconds:.1f} s wall "
             f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
         )
-    out.print(f"run directory: {result.run_dir}")
+    out.print(f"run directory: {result.run_dir}  (weights {result.fingerprint[:16]})")
     out.print(f"next: dlintro eval {result.run_dir}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_handled
+def launch(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=64)] = 2,
+) -> None:
+    """Train on N local worker processes (multi-worker on one machine, over 127.0.0.1).
+
+    Everything after the options is passed to `dlintro train` in each worker; worker 0 is the
+    chief and alone writes the run. If one worker fails, the others are stopped.
+
+    Example: dlintro launch --workers 2 configs/mnist_conv.yaml --epochs 1
+    """
+    from dlintro import launch as launch_mod
+
+    if not ctx.args:
+        raise UserError("give the train arguments, e.g. dlintro launch --workers 2 CONFIG")
+    code = launch_mod.launch(workers, list(ctx.args), lambda line: out.print(line, markup=False))
+    if code:
+        err.print(f"error: launch: a worker failed (exit {code})", style="red", markup=False)
+        raise typer.Exit(code)
+
+
+@app.command("env")
+@_handled
+def env_(json_: JsonOpt = False) -> None:
+    """Versions, devices (physical and logical), threads, and the strategy `auto` would pick.
+
+    Example: dlintro env --json
+    """
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    from dlintro import distribute
+
+    cluster = "TF_CONFIG" if os.environ.get("TF_CONFIG") else (
+        "Slurm" if all(v in os.environ for v in distribute.SLURM_VARS) else "none"
+    )  # fmt: skip
+    info = {
+        "dlintro": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_count": os.cpu_count(),
+        "physical_devices": [d.name for d in tf.config.list_physical_devices()],
+        "logical_devices": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "auto_strategy": distribute.auto_choice(),
+        "cluster": cluster,
+        "xla_on_auto": bool(tf.config.list_physical_devices("GPU")),
+    }
+    if json_:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in info.items():
+        shown = ", ".join(value) if isinstance(value, list) else str(value)
+        if key.endswith("_threads") and value == 0:
+            shown = "0 (TensorFlow decides)"
+        table.add_row(key.replace("_", " "), shown)
+    out.print(table)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -224,6 +297,7 @@ def eval_(
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
     _render_metrics(metrics)
+    out.print(f"report: {Path(run_dir) / 'report' / 'index.html'}")
 
 
 def _plural(n: int, word: str) -> str:
@@ -346,6 +420,156 @@ def preview(
     out.print(f"wrote {out_path} ({rows}x{cols} {cfg.data.dataset} training images; {augment})")
 
 
+# ----------------------------------------------------------------------------- use the model
+
+
+@app.command()
+@_handled
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'dlintro train'.")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            help="PNG or JPEG files, or directories (their image files, sorted, recursive).",
+            show_default=False,
+        ),
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes shown per image.")] = 3,
+    invert: Annotated[
+        str,
+        typer.Option(
+            "--invert",
+            help="auto|yes|no: the MNIST way for digit photos: invert a dark-on-light image, "
+            "crop to the ink, scale it to 20 px, centre it by mass in 28x28. auto: only for "
+            "1-channel 28x28 runs, and only images that are mostly light (mean > 0.5).",
+        ),
+    ] = "auto",
+    json_: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print a JSON list on stdout: {"file", "top": [{"class", "name", '
+            '"probability"}]} per image.',
+        ),
+    ] = False,
+) -> None:
+    """Classify image files with a trained run, preprocessed exactly as in training.
+
+    Unreadable files are reported on stderr, one line each (exit code 2); the others are predicted.
+
+    Example: dlintro predict runs/mnist_conv-20260101-120000 my_digits/ photo.jpg --top-k 3
+    """
+    from rich.markup import escape
+
+    from dlintro import predict as predict_mod
+    from dlintro import runs
+
+    runs.open_run(run_dir)
+    if top_k < 1:
+        raise UserError(f"--top-k {top_k}: must be at least 1")
+    if invert not in predict_mod.INVERT_MODES:
+        raise UserError(f"--invert {invert!r}: valid: {', '.join(predict_mod.INVERT_MODES)}")
+    result = predict_mod.predict_files(run_dir, list(images), top_k, invert)
+    if json_:
+        sys.stdout.write(json.dumps(result.predictions) + "\n")
+    else:
+        k = max(len(p["top"]) for p in result.predictions)
+        table = Table(title=f"top-{k} classes of {len(result.predictions)} image(s)", box=None)
+        table.add_column("file", overflow="fold")
+        for i in range(k):
+            table.add_column(f"#{i + 1}", no_wrap=True)
+        for p in result.predictions:
+            cells = [f"{escape(t['name'])} [bold]{t['probability']:.1%}[/bold]" for t in p["top"]]
+            table.add_row(escape(p["file"]), *cells)
+        out.print(table)
+        special = sum(result.mnist_way)
+        if special:
+            out.print(
+                f"{special} image(s) inverted and centred the MNIST way (--invert no to turn off)"
+            )
+    for path, why in result.failed:
+        err.print(f"error: {path}: {why}", soft_wrap=True, markup=False, style="red")
+    if result.failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+@_handled
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'dlintro train'.")],
+    format_: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="keras, savedmodel, tflite or onnx.", show_default=False
+        ),
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize",
+            help="TFLite only: float16 (half-precision weights) or int8 (weights and activations, "
+            "calibrated on 200 training images).",
+            show_default=False,
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write (default RUN_DIR/export/<name>).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing artifact.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export a run's model with its preprocessing built in, then check parity with Keras.
+
+    The artifact takes uint8 images of the run's input shape and returns class probabilities.
+
+    Parity: up to 300 test images through the artifact's own runtime; exit code 1 unless
+
+    float32: max |Δp| <= 1e-4, 100% top-1 agreement; float16: 1e-2, 99%; int8: 0.1, 97%.
+
+    Example: dlintro export runs/mnist_conv-20260101-120000 --format tflite --quantize int8
+    """
+    from rich.markup import escape
+
+    from dlintro import export as export_mod
+    from dlintro import runs
+
+    runs.open_run(run_dir)
+    if format_ is None:
+        raise UserError(f"give --format {'|'.join(export_mod.FORMATS)}")
+    export_mod.check_request(run_dir, format_, quantize, out_path, force)
+    r = export_mod.export_run(run_dir, format_, quantize, out_path, force, data_dir)
+    size = f"{r.size_bytes / 1e6:.1f} MB" if r.size_bytes >= 1e5 else f"{r.size_bytes / 1e3:.1f} KB"
+    kind = f"{r.format} {r.quantize}" if r.quantize else r.format
+    out.print(
+        f"wrote {r.path} ({kind}, {size}): input uint8 [batch, "
+        f"{', '.join(map(str, r.input_shape))}] with the run's normalization built in, "
+        f"output {r.num_classes} class probabilities",
+        markup=False,
+    )
+    out.print(
+        f"wrote {r.info_path} (input, output, class names, normalization, parity)", markup=False
+    )
+    p, tol = r.parity, r.parity.tolerance
+    verdict = "[green]passed[/green]" if p.passed else "[red]FAILED[/red]"
+    out.print(
+        f"parity with the Keras model on {p.num_images} {escape(p.images)} ({p.runtime}): "
+        f"max |Δp| {p.max_abs_diff:.2e} (limit {tol.max_abs_diff:.0e}), "
+        f"mean {p.mean_abs_diff:.1e}, top-1 agreement {p.top1_agreement:.2%} "
+        f"(limit {tol.min_top1_agreement:.0%}): {verdict}"
+    )
+    if not p.passed:
+        raise DlintroError(
+            f"{r.path}: parity check failed (above the {kind} tolerance); the artifact is kept "
+            "for inspection"
+        )
+
+
 # ----------------------------------------------------------------------------- listings
 
 
@@ -423,6 +647,150 @@ def _files_state(row: dict[str, Any]) -> str:
         ok = sum(v["ok"] for v in row["verified"])
         state += f", {ok}/{len(files)} checksums ok"
     return state
+
+
+# ----------------------------------------------------------------------------- seeing the training
+
+RunsDirArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The directory that holds the runs (default: $DLINTRO_RUNS_DIR, else runs).",
+        show_default=False,
+    ),
+]
+RunArg = Annotated[Path, typer.Argument(help="A run directory written by 'dlintro train'.")]
+
+
+@app.command()
+@_handled
+def board(
+    runs_dir: RunsDirArg = None,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free).")
+    ] = 6006,
+) -> None:
+    """Start TensorBoard on a runs directory, on this machine only; serve until Ctrl-C.
+
+    Example: dlintro board runs --port 6006
+    """
+    from dlintro import board as board_mod
+    from dlintro import runlist
+
+    root = runs_dir or runlist.default_root()
+    _, url = board_mod.launch(root, port)
+    out.print(f"TensorBoard on {root}: [bold]{url}[/bold]  (Ctrl-C to stop)")
+    if not board_mod.has_logs(root):
+        out.print("no TensorBoard logs there yet; they appear as runs write them")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.print("TensorBoard stopped")
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+@app.command("runs")
+@_handled
+def runs_list(runs_dir: RunsDirArg = None, json_: JsonOpt = False) -> None:
+    """List runs: status, model, dataset, test and best validation accuracy, steps, wall time.
+
+    Example: dlintro runs runs --json
+    """
+    from dlintro import runlist
+
+    rows = runlist.list_runs(runs_dir)
+    if json_:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    if not rows:
+        out.print(f"no runs in {runs_dir or runlist.default_root()}")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    width = min(max(len(r["name"]) for r in rows), 32)
+    table.add_column("run / model on data", overflow="fold", min_width=width)
+    table.add_column("status", max_width=11)
+    for col in ("test", "best val", "steps", "wall"):
+        table.add_column(col, justify="right", no_wrap=True)
+    colors = {"finished": "green", "running": "cyan", "failed": "red"}
+    for r in rows:
+        state = r["status"]
+        steps = f"{r.get('steps') or 0:,}"
+        if r.get("total_steps") and r.get("steps") != r.get("total_steps"):
+            steps += f"/{r['total_steps']:,}"
+        what = f"{r.get('model') or '?'} on {r.get('dataset') or '?'}"
+        table.add_row(
+            f"[bold]{r['name']}[/bold]\n  [dim]{what}[/dim]",
+            f"[{colors.get(state, 'yellow')}]{state}[/]",
+            _pct(r.get("test_accuracy")),
+            _pct(r.get("best_val_accuracy")),
+            steps,
+            runlist.duration(r.get("wall_seconds")),
+        )
+    out.print(table)
+
+
+def _cell(value: Any, key: str = "") -> str:
+    """A value for the compare tables: a config value as YAML would show it (key ""), or a
+    result formatted for its metric."""
+    if value is None:
+        return "-" if key else "null"
+    if isinstance(value, float) and "accuracy" in key:
+        return f"{value:.2%}"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if "seconds" in key else f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@app.command()
+@_handled
+def compare(run_a: RunArg, run_b: RunArg, json_: JsonOpt = False) -> None:
+    """Compare two runs: their config differences and their results side by side.
+
+    Example: dlintro compare runs/mnist_conv-20260101-120000 runs/mnist_conv-20260102-090000
+    """
+    from dlintro import runlist
+
+    c = runlist.compare(run_a, run_b)
+    if json_:
+        sys.stdout.write(json.dumps(c) + "\n")
+        return
+    runs_table = Table.grid(padding=(0, 1))
+    runs_table.add_column(style="bold")
+    runs_table.add_column(overflow="fold")
+    runs_table.add_column(overflow="fold")
+    for tag in ("a", "b"):
+        r = c[tag]
+        runs_table.add_row(
+            tag.upper(), r["path"], f"{r['status']}, {r.get('model')} on {r.get('dataset')}"
+        )
+    out.print(runs_table)
+    if c["config_diff"]:
+        table = Table(title="config differences", box=None, header_style="bold")
+        table.add_column("key", overflow="fold")
+        table.add_column("A", overflow="fold")
+        table.add_column("B", overflow="fold")
+        for d in c["config_diff"]:
+            table.add_row(d["key"], _cell(d["a"]), _cell(d["b"]))
+        out.print(table)
+    else:
+        out.print("the configs are the same")
+    table = Table(title="results", box=None, header_style="bold")
+    table.add_column("metric")
+    for col in ("A", "B", "B - A"):
+        table.add_column(col, justify="right")
+    for m in c["metrics"]:
+        a, b, key = m["a"], m["b"], m["metric"]
+        delta = "-"
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            delta = _cell(b - a, key)
+            delta = delta if delta.startswith("-") else "+" + delta
+        table.add_row(m["name"], _cell(a, key), _cell(b, key), delta)
+    out.print(table)
 
 
 def main() -> None:

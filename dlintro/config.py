@@ -123,9 +123,40 @@ class CheckpointConfig(_Strict):
 
 
 class DistributionConfig(_Strict):
-    """Where training runs; only the default strategy exists so far."""
+    """Where training runs, and what the batch size means when there are several replicas.
 
-    strategy: Literal["auto", "default"] = "auto"
+    `data.batch_size` is the global batch (`batch: global`, the default) or the batch of each
+    replica (`batch: per_replica`, so the global batch grows with the replica count). With
+    `lr_scaling` linear or sqrt, optimizer.learning_rate is multiplied by k or sqrt(k), where
+    k = global batch / data.batch_size (so only per_replica batches are ever rescaled).
+    """
+
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    logical_cpus: Annotated[int, Field(ge=1, le=64)] | None = None
+    batch: Literal["global", "per_replica"] = "global"
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+
+
+class TensorBoardConfig(_Strict):
+    """What a run's TensorBoard logs hold beyond the scalars (see README "Seeing the training").
+
+    Histograms of weights and gradients every N epochs (0: none); images (augmented training
+    samples, misclassified test images, the confusion matrix); a profiler trace of the global
+    steps start+1..stop when `profile_steps: [start, stop]` is set.
+    """
+
+    histogram_every_epochs: Annotated[int, Field(ge=0)] = 1
+    images: bool = True
+    profile_steps: (
+        Annotated[Sequence[Annotated[int, Field(ge=0)]], AfterValidator(tuple)] | None
+    ) = None
+
+    @pydantic.model_validator(mode="after")
+    def _profile_range(self) -> TensorBoardConfig:
+        p = self.profile_steps
+        if p is not None and (len(p) != 2 or p[0] >= p[1]):
+            raise ValueError(f"profile_steps {list(p)}: give [start, stop] with start < stop")
+        return self
 
 
 class Config(_Strict):
@@ -141,6 +172,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1))
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     distribution: DistributionConfig = Field(default_factory=DistributionConfig)
+    tensorboard: TensorBoardConfig = Field(default_factory=TensorBoardConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -414,7 +446,8 @@ def load(
 BREAKING = (
     "seed", "data.dataset", "data.params", "data.batch_size", "data.validation_split",
     "data.normalize", "data.augment", "model", "optimizer", "schedule", "train.epochs",
-    "train.steps", "train.label_smoothing", "train.l2",
+    "train.steps", "train.label_smoothing", "train.l2", "distribution.batch",
+    "distribution.lr_scaling",
 )  # fmt: skip
 
 

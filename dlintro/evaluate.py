@@ -59,7 +59,7 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, class_names: list[str
 
 def evaluate_run(run_dir: Any, data_dir: Any = None) -> dict[str, Any]:
     """Evaluate a run's final model on its test set, with the run's own preprocessing, and
-    refresh the run's metrics.json."""
+    refresh the run's metrics.json and its report/ (see dlintro.report)."""
     from dlintro import config, data, runs
 
     path = runs.open_run(run_dir)
@@ -68,8 +68,12 @@ def evaluate_run(run_dir: Any, data_dir: Any = None) -> dict[str, Any]:
     model = load_model(runs.model_path(path))
     normalization = meta.get("data", {}).get("normalization") or {"mode": cfg.data.normalize}
     test, info, _ = data.build_test(cfg.data, normalization, data_dir)
-    result = evaluate(model, test, list(info.class_names))
+    probs, labels = predict(model, test)
+    result = metrics(probs, labels, list(info.class_names))
     runs.write_json(path / "metrics.json", result)
+    from dlintro import report
+
+    report.write(path, result, probs, labels, test, normalization, meta)
     return result
 
 

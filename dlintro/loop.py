@@ -140,3 +140,75 @@ class StepRunner:
         from dlintro import evaluate
 
         return evaluate.loss_and_accuracy(*evaluate.predict(self.model, dataset, self._predict))
+
+
+class DistributedStepRunner(StepRunner):
+    """The same steps under a tf.distribute strategy: each replica computes its slice of the
+    global batch and Keras' optimizer sums the gradients across replicas (an all-reduce).
+
+    Each replica's loss is its examples' summed cross-entropy divided by the *global* batch
+    size, and the global terms (layer losses, L2) are divided by the number of replicas, so the
+    summed gradient equals one device's gradient on the whole batch. A non-finite loss is seen
+    by every replica alike (the loss is reduced across them), so all stop at the same step.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        jit_compile: bool,
+        strategy: tf.distribute.Strategy,
+        global_batch: int,
+        label_smoothing: float = 0.0,
+        l2: float = 0.0,
+    ) -> None:
+        self.strategy, self.global_batch = strategy, global_batch
+        super().__init__(model, optimizer, False, label_smoothing=label_smoothing, l2=l2)
+        self._grads = tf.function(self._replica_gradients, jit_compile=jit_compile)
+        self._run = tf.function(self._run_distributed)
+
+    def _replica_gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
+        model, optimizer = self.model, self.optimizer
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            local = tf.cast(tf.shape(x)[0], tf.float32)
+            loss = self.data_loss(y, probs) * local / self.global_batch
+            if model.losses:
+                loss += tf.add_n(model.losses) / replicas
+            if self.l2 and self.kernels:
+                loss += tf.cast(self.l2_penalty(), loss.dtype) / replicas
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        truth = tf.cast(y, tf.int32) if y.shape.rank == 1 else tf.argmax(y, -1, tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float64))
+        return loss, correct, grads
+
+    def _replica_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        loss, correct, grads = self._grads(x, y)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss, correct
+
+    def _run_distributed(self, iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        done = tf.constant(0, tf.int64)
+        total = tf.distribute.ReduceOp.SUM
+        for _ in tf.range(steps):
+            x, y = next(iterator)
+            loss, correct = self.strategy.run(self._replica_step, args=(x, y))
+            loss = self.strategy.reduce(total, loss, axis=None)
+            if not tf.math.is_finite(loss):
+                self.bad_loss.assign(loss)
+                break
+            n = tf.constant(float(self.global_batch), tf.float64)
+            self.loss_sum.assign_add(tf.cast(loss, tf.float64) * n)
+            self.correct.assign_add(self.strategy.reduce(total, correct, axis=None))
+            self.seen.assign_add(n)
+            done += 1
+        return done
+
+    def any_worker(self, flag: bool) -> bool:
+        """True when `flag` is set on any worker (so that all of them stop at the same step on
+        a signal that reached only some)."""
+        per_replica = self.strategy.run(lambda: tf.constant(float(flag)))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) > 0

@@ -27,6 +27,12 @@ def _epoch_line(logs: dict[str, Any]) -> str:
 
 
 def _start_line(plan: dict[str, Any]) -> str:
+    if plan.get("distribution"):
+        return f"{_plain_start(plan)}\n{plan['distribution']}"
+    return _plain_start(plan)
+
+
+def _plain_start(plan: dict[str, Any]) -> str:
     return (
         f"training {plan['model']} ({plan['params']:,} parameters) on {plan['dataset']} "
         f"({plan['num_train']:,} images): {plan['total_steps']:,} steps = "

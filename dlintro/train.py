@@ -7,23 +7,28 @@ Printing belongs to the CLI: progress goes to a `Reporter` that the caller suppl
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dlintro import checkpoint, config, data, distribute, evaluate, models, optim, runs
 from dlintro.config import Config
+from dlintro.data import pipeline
 from dlintro.errors import DlintroError, UserError
-from dlintro.loop import StepRunner
+from dlintro.loop import DistributedStepRunner, StepRunner
 from dlintro.record import Recorder, Reporter, SilentReporter
 
 
@@ -51,6 +56,7 @@ class Result:
     train_seconds: float  # in the step loop, over every session of the run
     images_per_second: float  # this process
     start_step: int = 0  # where this process began (> 0 after a resume)
+    fingerprint: str = ""  # of the final weights: equal on every worker of a lockstep run
 
 
 def plan_length(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
@@ -85,6 +91,8 @@ def run(
     session = _Session(cfg, data_dir, started)
     try:
         session.build()
+        if not session.chief:  # other workers of a multi-worker run write nothing
+            return session.train(None, SilentReporter(), start=None)
         path = runs.create(cfg.name, run_dir)
         runs.write_text(path / "config.yaml", cfg.to_yaml())
         runs.write_json(path / "meta.json", session.meta(command))
@@ -129,6 +137,8 @@ def resume(
     try:
         session.build()
         latest = checkpoint.latest(path / "checkpoints")
+        if not session.chief:
+            return session.train(None, SilentReporter(), start=latest)
         if changes:
             runs.write_text(path / "config.yaml", cfg.to_yaml())
         resumes = [*meta.get("resumes", []), {
@@ -165,14 +175,36 @@ class _Session:
         self.started = started if started is not None else time.time()
 
     def build(self) -> None:
-        cfg = self.cfg
+        user = self.cfg
+        # The strategy comes first: collective ops are configured at process start-up.
+        self.strategy = distribute.build(user.distribution)
+        self.distributed = distribute.is_distributed(self.strategy)
+        self.chief = distribute.is_chief(self.strategy)
+        self.plan = distribute.plan(user, self.strategy)
+        # What runs: the global batch and the scaled rate (config.yaml keeps the user's values).
+        cfg = self.run_cfg = user.model_copy(
+            update={
+                "data": user.data.model_copy(update={"batch_size": self.plan.global_batch}),
+                "optimizer": user.optimizer.model_copy(update={"learning_rate": self.plan.lr}),
+            }
+        )
         keras.utils.set_random_seed(cfg.seed)
         if cfg.train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.mixed_precision.set_global_policy(cfg.train.precision)
         self.bundle = data.build(cfg.data, cfg.seed, self.data_dir)
+        if self.distributed:  # full global batches only, so that they split evenly
+            spe = self.bundle.num_train // self.plan.global_batch
+            if spe < 1:
+                raise UserError(
+                    f"{self.bundle.num_train} training images are fewer than one global batch "
+                    f"of {self.plan.global_batch}"
+                )
+            self.bundle = dataclasses.replace(
+                self.bundle, steps_per_epoch=spe, num_train=spe * self.plan.global_batch
+            )
         self.total_steps, self.epochs = plan_length(cfg, self.bundle.steps_per_epoch)
-        strategy = distribute.build(cfg)
+        strategy = self.strategy
         with strategy.scope():
             info = self.bundle.info
             self.model = models.build(
@@ -194,10 +226,20 @@ class _Session:
                     f"schedule {cfg.schedule.name} monitors {monitor}, but there is no "
                     "validation set: set data.validation_split > 0 or schedule.params.monitor: loss"
                 )
-            self.runner = StepRunner(
-                self.model, optimizer, _jit(cfg.train.jit_compile),
-                label_smoothing=cfg.train.label_smoothing, l2=cfg.train.l2,
-            )  # fmt: skip
+            jit, smoothing, l2 = (
+                _jit(cfg.train.jit_compile),
+                cfg.train.label_smoothing,
+                cfg.train.l2,
+            )
+            if self.distributed:
+                self.runner: StepRunner = DistributedStepRunner(
+                    self.model, optimizer, jit, strategy, self.plan.global_batch,
+                    label_smoothing=smoothing, l2=l2,
+                )  # fmt: skip
+            else:
+                self.runner = StepRunner(
+                    self.model, optimizer, jit, label_smoothing=smoothing, l2=l2
+                )
 
     def close(self) -> None:
         keras.mixed_precision.set_global_policy("float32")
@@ -232,10 +274,28 @@ class _Session:
                 "jit_compile": _jit(cfg.train.jit_compile),
             },
             "model": {"name": cfg.model.name, "params": int(self.model.count_params())},
+            "distribution": {
+                "strategy": type(self.strategy).__name__,
+                "devices": list(self.strategy.extended.worker_devices)
+                if self.distributed
+                else [d.name for d in tf.config.list_logical_devices()[:1]],
+                **self.plan.to_dict(),
+            },
         }
 
-    def train(self, path: Path, reporter: Reporter, start: Path | None) -> Result:
-        cfg, b = self.cfg, self.bundle
+    def train(self, path: Path | None, reporter: Reporter, start: Path | None) -> Result:
+        """Run the loop from checkpoint `start` (or step 0) and finish the run in `path`.
+
+        `path` None is a worker other than the chief of a multi-worker run: it trains in
+        lockstep but writes nothing (its logs go to a temporary directory that is removed).
+        """
+        if path is None:
+            with tempfile.TemporaryDirectory(prefix="dlintro-worker-") as tmp:
+                return self._train(Path(tmp), reporter, start)
+        return self._train(path, reporter, start)
+
+    def _train(self, path: Path, reporter: Reporter, start: Path | None) -> Result:
+        cfg, b = self.run_cfg, self.bundle
         state = {"step": 0, "train_seconds": 0.0}
         if start is not None:
             state = checkpoint.restore(start, self.model, self.optimizer)
@@ -244,47 +304,68 @@ class _Session:
             if "running_metrics" in state:  # the epoch's sums so far, when saved mid-epoch
                 self.runner.set_metric_state(state["running_metrics"])
         step = int(state["step"])
-        recorder = Recorder(cfg, b, self.total_steps, self.epochs, path, reporter, step)
+        recorder = Recorder(
+            cfg, b, self.total_steps, self.epochs, path, reporter, step,
+            model=self.model, loss_fn=self.runner.data_loss,
+        )  # fmt: skip
         recorder.train_seconds = float(state.get("train_seconds", 0.0))
         reporter.start({
             "run_dir": str(path), "model": cfg.model.name,
             "params": int(self.model.count_params()), "dataset": b.info.name,
             "num_train": b.num_train, "total_steps": self.total_steps, "epochs": self.epochs,
             "batch_size": cfg.data.batch_size, "start_step": step,
+            "distribution": self.plan.line() if self.distributed else "",
         })  # fmt: skip
         stop = _SignalFlag()
         try:
             with stop:
                 self._loop(path, recorder, stop, step)
             reporter.end()
-            _save_model(self.model, path / "model.keras")
-            metrics = evaluate.evaluate(self.model, b.test, list(b.info.class_names))
-            runs.write_json(path / "metrics.json", metrics)
-            recorder.log_test(metrics)
+            metrics: dict[str, Any] = {}
+            if self.chief:
+                _save_model(self.model, path / "model.keras")
+                probs, labels = evaluate.predict(self.model, b.test)
+                metrics = evaluate.metrics(probs, labels, list(b.info.class_names))
+                runs.write_json(path / "metrics.json", metrics)
+                recorder.log_test(metrics, probs, labels)
         except BaseException as exc:
             reporter.end()
             status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
-            runs.update_meta(path, status=status, ended=runs.now(), error=str(exc)[:500])
+            if self.chief:
+                runs.update_meta(path, status=status, ended=runs.now(), error=str(exc)[:500])
             raise
         finally:
             recorder.close()
         wall = time.time() - self.started
         ips = recorder.images_seen / max(recorder.session_seconds, 1e-9)
+        epochs_done = math.ceil(recorder.step / b.steps_per_epoch)
+        fingerprint = weights_fingerprint(self.model)
+        if not self.chief:
+            return Result(
+                path, metrics, recorder.step, epochs_done, wall, 0.0, ips, step, fingerprint
+            )
         runs.update_meta(
             path, status="finished", ended=runs.now(), wall_seconds=round(wall, 2),
             train_seconds=round(recorder.train_seconds, 2), images_per_second=round(ips, 1),
             steps=recorder.step, epochs=math.ceil(recorder.step / b.steps_per_epoch),
             test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+            weights_sha256=fingerprint,
         )  # fmt: skip
-        epochs_done = math.ceil(recorder.step / b.steps_per_epoch)
         return Result(
-            path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips, step
-        )
+            path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips, step,
+            fingerprint,
+        )  # fmt: skip
 
     def _loop(self, path: Path, recorder: Recorder, stop: _SignalFlag, step: int) -> None:
-        cfg, spe, runner = self.cfg, self.bundle.steps_per_epoch, self.runner
+        cfg, spe, runner = self.run_cfg, self.bundle.steps_per_epoch, self.runner
         ckpt = cfg.checkpoint
-        iterator = iter(self.bundle.train_stream(step))
+        if self.distributed:
+            stream = pipeline.distribute_stream(
+                self.strategy, self.bundle.train_stream, step, self.plan.global_batch
+            )
+        else:
+            stream = self.bundle.train_stream(step)
+        iterator = iter(stream)
         last_save_step, last_save_time = step, time.monotonic()
         if step % spe:  # resumed mid-epoch: the running sums were restored; time restarts
             recorder.epoch_start()
@@ -324,7 +405,10 @@ class _Session:
                 )
                 or stop.signum
             )
-            if due and step > last_save_step:
+            if self.plan.workers > 1 and self.runner.any_worker(bool(stop.signum)):  # type: ignore[attr-defined]
+                stop.signum = stop.signum or signal.SIGTERM  # all stop together, at this step
+                due = True
+            if due and step > last_save_step and self.chief:
                 state = {
                     "step": step,
                     "epoch": step // spe,
@@ -342,6 +426,14 @@ class _Session:
                     f"dlintro train --resume {path}",
                     stop.signum,
                 )
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """SHA-256 of every weight's bytes, in order: equal weights give equal fingerprints."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
 
 
 class _SignalFlag:

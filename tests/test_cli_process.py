@@ -6,6 +6,7 @@ These check what CliRunner cannot: the entry points, the real exit codes and str
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dlintro import __version__
@@ -201,5 +203,14 @@ def test_train_as_a_real_process(process_run: ProcessRun) -> None:
 def test_train_prints_the_run_directory_on_one_line(process_run: ProcessRun) -> None:
     assert process_run.proc.returncode == 0, process_run.proc.stderr
     lines = process_run.proc.stdout.splitlines()
-    assert f"run directory: {process_run.run_dir}" in lines
+    weights = hashlib.sha256(
+        b"".join(np.ascontiguousarray(w).tobytes() for w in _final_weights(process_run.run_dir))
+    ).hexdigest()
+    assert f"run directory: {process_run.run_dir}  (weights {weights[:16]})" in lines
     assert f"next: dlintro eval {process_run.run_dir}" in lines
+
+
+def _final_weights(run_dir: Path) -> list:
+    import keras
+
+    return keras.saving.load_model(run_dir / "model.keras", compile=False).get_weights()

@@ -171,8 +171,9 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 def test_unknown_top_level_key_without_close_match(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\nzzzz: 1\n")
     msg = _error(path)
-    assert msg.startswith(f"{path}:3: unknown key 'zzzz' (valid keys: name, description, seed,")
-    assert msg.endswith("train, checkpoint, distribution)")
+    valid = ", ".join(Config.model_fields)
+    assert msg == f"{path}:3: unknown key 'zzzz' (valid keys: {valid})"
+    assert valid.startswith("name, description, seed, data, model, optimizer, schedule, train")
 
 
 def test_misspelled_required_key_gets_did_you_mean(tmp_path: Path) -> None:

@@ -42,9 +42,9 @@ class DataBundle:
     num_test: int
     steps_per_epoch: int
     normalization: dict[str, Any]
-    # train_stream(start_step): the endless training batches from global step `start_step` on,
-    # exactly those an uninterrupted run sees there (see make_train_stream).
-    train_stream: Callable[[int], tf.data.Dataset] | None = None
+    # train_stream(start_step, drop_remainder=False): the endless training batches from global
+    # step `start_step` on, exactly those an uninterrupted run sees there (make_train_stream).
+    train_stream: Callable[..., tf.data.Dataset] | None = None
     # True when the training batches carry soft labels float32 [B, C] (mixup / cutmix).
     soft_labels: bool = False
 
@@ -163,8 +163,12 @@ def make_train_stream(
     start_step: int = 0,
     mix: MixFn | None = None,
     num_classes: int = 0,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Endless training batches whose order is a pure function of (seed, epoch, step).
+
+    With `drop_remainder` every epoch ends with its last full batch (several replicas need
+    batches that split evenly).
 
     Epoch e visits the examples in the order argsort(stateless_uniform(n, [seed, e])); the
     global batch s is augmented (and mixed) with the stateless seed [seed + offset, s]. A run
@@ -173,14 +177,15 @@ def make_train_stream(
     Only indices are shuffled; images are gathered from the in-memory uint8 array per batch.
     """
     n = len(x)
-    steps_per_epoch = math.ceil(n / batch_size)
+    steps_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
     images, labels = tf.constant(x), tf.constant(y)
     convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes)
     seed_t = tf.constant(seed, tf.int64)
 
     def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
         keys = tf.random.stateless_uniform([n], seed=tf.stack([seed_t, epoch]))
-        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size)
+        order = tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
+        return order.batch(batch_size, drop_remainder=drop_remainder)
 
     start_epoch, start_batch = divmod(start_step, steps_per_epoch)
     order = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_order).skip(start_batch)
@@ -193,6 +198,33 @@ def make_train_stream(
     ds = tf.data.Dataset.zip(order, steps)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def distribute_stream(
+    strategy: tf.distribute.Strategy,
+    stream: Callable[..., tf.data.Dataset],
+    start_step: int,
+    global_batch: int,
+) -> Any:
+    """The training stream fed to every replica of `strategy`.
+
+    Every worker builds the same deterministic global batches (full ones only), keeps its
+    contiguous slice and splits it among its replicas, so the replicas together see exactly the
+    examples (and augmentations) that one device would see with the same global batch.
+    """
+
+    def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        part = global_batch // ctx.num_input_pipelines
+        first = ctx.input_pipeline_id * part
+
+        def mine(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return x[first : first + part], y[first : first + part]
+
+        ds = stream(start_step, drop_remainder=True).map(mine)
+        return ds.rebatch(ctx.get_per_replica_batch_size(global_batch)).prefetch(2)
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
+    return strategy.distribute_datasets_from_function(per_worker, options)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,10 +273,10 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         **mixing,
     )  # fmt: skip
 
-    def train_stream(start_step: int = 0) -> tf.data.Dataset:
+    def train_stream(start_step: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
         return make_train_stream(
             x_train, y_train, batch_size, norm, seed=seed, augment=augment, start_step=start_step,
-            **mixing,
+            drop_remainder=drop_remainder, **mixing,
         )  # fmt: skip
 
     if num_val:
