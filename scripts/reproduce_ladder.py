@@ -6,6 +6,7 @@ name, so a partial rerun updates only what it ran) and results/ladder.md.
 
     python scripts/reproduce_ladder.py --data-dir ../shared/datasets            # every row
     python scripts/reproduce_ladder.py mnist_conv mnist_softmax --update-readme  # some rows
+    python scripts/reproduce_ladder.py --render-only --update-readme             # table only
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("DLINTRO_DATA_DIR"))
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--update-readme", action="store_true", help="rewrite the README table")
+    parser.add_argument(
+        "--render-only", action="store_true", help="train nothing; rebuild the table from the JSON"
+    )
     args = parser.parse_args()
-    names = args.configs or list(PUBLISHED)
+    names = [] if args.render_only else (args.configs or list(PUBLISHED))
     unknown = [n for n in names if n not in PUBLISHED]
     if unknown:
         raise SystemExit(f"unknown configs: {', '.join(unknown)}; known: {', '.join(PUBLISHED)}")
