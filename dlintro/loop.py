@@ -166,6 +166,7 @@ class DistributedStepRunner(StepRunner):
         super().__init__(model, optimizer, False, label_smoothing=label_smoothing, l2=l2)
         self._grads = tf.function(self._replica_gradients, jit_compile=jit_compile)
         self._run = tf.function(self._run_distributed)
+        self._any = tf.function(self._any_worker)
 
     def _replica_gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
         model, optimizer = self.model, self.optimizer
@@ -209,6 +210,9 @@ class DistributedStepRunner(StepRunner):
 
     def any_worker(self, flag: bool) -> bool:
         """True when `flag` is set on any worker (so that all of them stop at the same step on
-        a signal that reached only some)."""
-        per_replica = self.strategy.run(lambda: tf.constant(float(flag)))
-        return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) > 0
+        a signal that reached only some); also a barrier, as every worker must take part."""
+        return float(self._any(tf.constant(float(flag)))) > 0
+
+    def _any_worker(self, flag: tf.Tensor) -> tf.Tensor:
+        per_replica = self.strategy.run(lambda: tf.identity(flag))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)

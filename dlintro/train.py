@@ -328,6 +328,8 @@ class _Session:
                 metrics = evaluate.metrics(probs, labels, list(b.info.class_names))
                 runs.write_json(path / "metrics.json", metrics)
                 recorder.log_test(metrics, probs, labels)
+            if self.plan.workers > 1:  # wait for the chief, so no worker leaves while it works
+                self.runner.any_worker(False)  # type: ignore[attr-defined]
         except BaseException as exc:
             reporter.end()
             status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
