@@ -185,11 +185,11 @@ class Config(_Strict):
 # --------------------------------------------------------------------------- YAML with positions
 
 
-class _Loader(yaml.SafeLoader):
+class _FloatSafeLoader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
 
 
-_Loader.add_implicit_resolver(
+_FloatSafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -208,8 +208,8 @@ Path_ = tuple[str | int, ...]
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, str]]:
     """Parse YAML safely; return the data and a map from key path to 'file:line'."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=_FloatSafeLoader)
+        data = yaml.load(text, Loader=_FloatSafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -264,7 +264,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or not all(key.split(".")):
         raise UserError(f"--set {text}: expected KEY=VALUE, for example --set data.batch_size=64")
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+        value = yaml.load(raw, Loader=_FloatSafeLoader) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"--set {text}: the value is not valid YAML: {problem}") from None

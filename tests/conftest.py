@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,11 +20,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Downloads are off and the default data directory is empty unless a test says otherwise."""
+    """Downloads are off and the default data directory is empty unless a test says otherwise;
+    a download from any host but 127.0.0.1 fails the test (no test reaches the internet)."""
+    from dlintro.data import download
+
     monkeypatch.setenv("DLINTRO_OFFLINE", "1")
     monkeypatch.delenv("DLINTRO_MIRROR", raising=False)
     monkeypatch.delenv("DLINTRO_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+    real_open = download._open
+
+    def loopback_only(url: str, timeout: float) -> object:
+        host = urllib.parse.urlsplit(url).hostname
+        assert host == "127.0.0.1", f"test tried to contact {url}"
+        return real_open(url, timeout)
+
+    monkeypatch.setattr(download, "_open", loopback_only)
 
 
 @pytest.fixture

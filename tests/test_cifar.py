@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import io
 import tarfile
-import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +18,6 @@ from dlintro.errors import UserError
 from dlintro.registry import ParamsError
 
 C10, C100 = cifar.CIFAR10_LAYOUT, cifar.CIFAR100_LAYOUT
-
-
-@pytest.fixture(autouse=True)
-def _local_only(monkeypatch):
-    """Offline unless a test points DLINTRO_MIRROR at 127.0.0.1; any other host fails."""
-    monkeypatch.setenv("DLINTRO_OFFLINE", "1")
-    for var in ("DLINTRO_MIRROR", "DLINTRO_DATA_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    real_open = download._open
-
-    def guarded(url, timeout):
-        assert urllib.parse.urlsplit(url).hostname == "127.0.0.1", f"tried to contact {url}"
-        return real_open(url, timeout)
-
-    monkeypatch.setattr(download, "_open", guarded)
 
 
 # ------------------------------------------------------------------------------------ helpers

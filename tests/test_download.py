@@ -3,7 +3,6 @@
 import dataclasses
 import hashlib
 import shutil
-import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +13,6 @@ from dlintro.data.idx import write_idx
 from dlintro.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-@pytest.fixture(autouse=True)
-def _local_only(monkeypatch):
-    """Offline unless a test points DLINTRO_MIRROR at 127.0.0.1; any other host fails."""
-    monkeypatch.setenv("DLINTRO_OFFLINE", "1")
-    for var in ("DLINTRO_MIRROR", "DLINTRO_DATA_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    real_open = download._open
-
-    def guarded(url, timeout):
-        host = urllib.parse.urlsplit(url).hostname
-        assert host == "127.0.0.1", f"test tried to contact {url}"
-        return real_open(url, timeout)
-
-    monkeypatch.setattr(download, "_open", guarded)
 
 
 def use_mirror(monkeypatch, url: str) -> None:
