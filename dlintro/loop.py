@@ -7,6 +7,7 @@ stops early at the first non-finite loss, leaving that step's update unapplied.
 The training loss, per batch:
 
     mean over the batch of  -sum_k q_k log p_k          (cross-entropy, p = the model's softmax)
+    + 0.3 x the same for each auxiliary output         (GoogLeNet's aux heads, if any)
     + the model's own losses (layer regularizers)
     + 0.5 * l2 * sum of w^2 over every kernel          (train.l2)
 
@@ -27,10 +28,20 @@ always uses integer labels and plain, unsmoothed cross-entropy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
+
+
+def split_outputs(outputs: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """(main probabilities, auxiliary ones) of a model's output: one tensor or [main, aux...]."""
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0], list(outputs[1:])
+    return outputs, []
 
 
 class StepRunner:
@@ -43,8 +54,12 @@ class StepRunner:
         jit_compile: bool,
         label_smoothing: float = 0.0,
         l2: float = 0.0,
+        prepare: Callable[[tf.Tensor], tf.Tensor] | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        # Turns the stream's images (uint8, or augmented float32 on 0..255) into the model's
+        # normalized float32 inside the compiled step, where XLA can fuse it (DataBundle.prepare).
+        self.prepare = prepare or (lambda x: x)
         self.label_smoothing, self.l2 = float(label_smoothing), float(l2)
         self.kernels = [v for v in model.trainable_variables if v.name.endswith("kernel")]
         self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -54,7 +69,9 @@ class StepRunner:
         optimizer.build(model.trainable_variables)
         self._step = tf.function(self._train_step, jit_compile=jit_compile)
         self._run = tf.function(self._run_steps)
-        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._predict = tf.function(
+            lambda x: split_outputs(model(x, training=False))[0], reduce_retracing=True
+        )
 
     def data_loss(self, y: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
         """Mean cross-entropy of the batch against integer [B] or soft [B, C] labels, smoothed."""
@@ -76,9 +93,12 @@ class StepRunner:
 
     def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         model, optimizer = self.model, self.optimizer
+        x = self.prepare(x)
         with tf.GradientTape() as tape:
-            probs = model(x, training=True)
+            probs, aux = split_outputs(model(x, training=True))
             loss = self.data_loss(y, probs)
+            for a in aux:
+                loss += AUX_LOSS_WEIGHT * self.data_loss(y, a)
             if model.losses:
                 loss += tf.add_n(model.losses)
             if self.l2 and self.kernels:
@@ -161,9 +181,10 @@ class DistributedStepRunner(StepRunner):
         global_batch: int,
         label_smoothing: float = 0.0,
         l2: float = 0.0,
+        prepare: Callable[[tf.Tensor], tf.Tensor] | None = None,
     ) -> None:
         self.strategy, self.global_batch = strategy, global_batch
-        super().__init__(model, optimizer, False, label_smoothing=label_smoothing, l2=l2)
+        super().__init__(model, optimizer, False, label_smoothing, l2, prepare)
         self._grads = tf.function(self._replica_gradients, jit_compile=jit_compile)
         self._run = tf.function(self._run_distributed)
         self._any = tf.function(self._any_worker)
@@ -171,10 +192,14 @@ class DistributedStepRunner(StepRunner):
     def _replica_gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
         model, optimizer = self.model, self.optimizer
         replicas = self.strategy.num_replicas_in_sync
+        x = self.prepare(x)
         with tf.GradientTape() as tape:
-            probs = model(x, training=True)
+            probs, aux = split_outputs(model(x, training=True))
             local = tf.cast(tf.shape(x)[0], tf.float32)
-            loss = self.data_loss(y, probs) * local / self.global_batch
+            loss = self.data_loss(y, probs)
+            for a in aux:
+                loss += AUX_LOSS_WEIGHT * self.data_loss(y, a)
+            loss = loss * local / self.global_batch
             if model.losses:
                 loss += tf.add_n(model.losses) / replicas
             if self.l2 and self.kernels:

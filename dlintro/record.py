@@ -82,6 +82,8 @@ class Recorder:
         self.step = start_step
         self.images_seen = 0
         self.train_seconds = self.session_seconds = 0.0
+        # After this process's first call (which traces and compiles): steady-state speed.
+        self.steady_images, self.steady_seconds, self._calls = 0, 0.0, 0
         self.history_path = path / "history.csv"
         self._keep_history_until(start_step)
         self.writers = {
@@ -129,6 +131,10 @@ class Recorder:
         self.train_seconds += seconds
         self.session_seconds += seconds
         self.images_seen += self._images(first, last)
+        self._calls += 1
+        if self._calls > 1:
+            self.steady_images += self._images(first, last)
+            self.steady_seconds += seconds
         self._epoch = (self._epoch[0], self._epoch[1] + seconds)
         self._window = (self._window[0], self._window[1] + seconds)
 
@@ -273,8 +279,11 @@ class Recorder:
     def _batch(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The first training batch of the run (augmented as in training), kept for reuse."""
         if self._sample is None:
-            stream = self.bundle.train_stream(0) if self.bundle.train_stream else self.bundle.train
-            self._sample = next(iter(stream))
+            if self.bundle.train_stream:
+                x, y = next(iter(self.bundle.train_stream(0)))
+                self._sample = (self.bundle.prepare(x), y)
+            else:
+                self._sample = next(iter(self.bundle.train))
         return self._sample
 
     def _train_images(self) -> None:

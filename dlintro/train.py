@@ -207,9 +207,12 @@ class _Session:
         strategy = self.strategy
         with strategy.scope():
             info = self.bundle.info
-            self.model = models.build(
+            # net: what trains and what checkpoints hold (auxiliary outputs included);
+            # model: its main output, which is evaluated, saved and reported.
+            self.net = models.build(
                 cfg.model.name, info.input_shape, info.num_classes, cfg.model.params
             )
+            self.model = models.main_output(self.net)
             try:
                 optimizer = optim.build(
                     cfg.optimizer, cfg.schedule, self.total_steps, self.bundle.steps_per_epoch
@@ -233,16 +236,26 @@ class _Session:
             )
             if self.distributed:
                 self.runner: StepRunner = DistributedStepRunner(
-                    self.model, optimizer, jit, strategy, self.plan.global_batch,
-                    label_smoothing=smoothing, l2=l2,
+                    self.net, optimizer, jit, strategy, self.plan.global_batch,
+                    label_smoothing=smoothing, l2=l2, prepare=self.bundle.prepare,
                 )  # fmt: skip
             else:
                 self.runner = StepRunner(
-                    self.model, optimizer, jit, label_smoothing=smoothing, l2=l2
-                )
+                    self.net, optimizer, jit, label_smoothing=smoothing, l2=l2,
+                    prepare=self.bundle.prepare,
+                )  # fmt: skip
 
     def close(self) -> None:
         keras.mixed_precision.set_global_policy("float32")
+
+    def stream(self, step: int) -> Any:
+        """The training batches from global step `step` on. One device gets index batches
+        (the step gathers the images from memory); replicas get their slices of the images."""
+        if self.distributed:
+            return pipeline.distribute_stream(
+                self.strategy, self.bundle.train_stream, step, self.plan.global_batch
+            )
+        return self.bundle.train_stream(step, indices=True)
 
     def meta(self, command: list[str] | None) -> dict[str, Any]:
         b, cfg = self.bundle, self.cfg
@@ -273,7 +286,7 @@ class _Session:
                 "steps_per_execution": cfg.train.steps_per_execution,
                 "jit_compile": _jit(cfg.train.jit_compile),
             },
-            "model": {"name": cfg.model.name, "params": int(self.model.count_params())},
+            "model": {"name": cfg.model.name, "params": int(self.net.count_params())},
             "distribution": {
                 "strategy": type(self.strategy).__name__,
                 "devices": list(self.strategy.extended.worker_devices)
@@ -298,7 +311,7 @@ class _Session:
         cfg, b = self.run_cfg, self.bundle
         state = {"step": 0, "train_seconds": 0.0}
         if start is not None:
-            state = checkpoint.restore(start, self.model, self.optimizer)
+            state = checkpoint.restore(start, self.net, self.optimizer)
             if "schedule" in state and hasattr(self.schedule, "set_state"):
                 self.schedule.set_state(state["schedule"])
             if "running_metrics" in state:  # the epoch's sums so far, when saved mid-epoch
@@ -341,7 +354,7 @@ class _Session:
         wall = time.time() - self.started
         ips = recorder.images_seen / max(recorder.session_seconds, 1e-9)
         epochs_done = math.ceil(recorder.step / b.steps_per_epoch)
-        fingerprint = weights_fingerprint(self.model)
+        fingerprint = weights_fingerprint(self.net)
         if not self.chief:
             return Result(
                 path, metrics, recorder.step, epochs_done, wall, 0.0, ips, step, fingerprint
@@ -349,6 +362,9 @@ class _Session:
         runs.update_meta(
             path, status="finished", ended=runs.now(), wall_seconds=round(wall, 2),
             train_seconds=round(recorder.train_seconds, 2), images_per_second=round(ips, 1),
+            steady_images_per_second=round(
+                recorder.steady_images / max(recorder.steady_seconds, 1e-9), 1
+            ),
             steps=recorder.step, epochs=math.ceil(recorder.step / b.steps_per_epoch),
             test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
             weights_sha256=fingerprint,
@@ -361,13 +377,7 @@ class _Session:
     def _loop(self, path: Path, recorder: Recorder, stop: _SignalFlag, step: int) -> None:
         cfg, spe, runner = self.run_cfg, self.bundle.steps_per_epoch, self.runner
         ckpt = cfg.checkpoint
-        if self.distributed:
-            stream = pipeline.distribute_stream(
-                self.strategy, self.bundle.train_stream, step, self.plan.global_batch
-            )
-        else:
-            stream = self.bundle.train_stream(step)
-        iterator = iter(stream)
+        iterator = iter(self.stream(step))
         last_save_step, last_save_time = step, time.monotonic()
         if step % spe:  # resumed mid-epoch: the running sums were restored; time restarts
             recorder.epoch_start()
@@ -419,7 +429,7 @@ class _Session:
                 }
                 if hasattr(self.schedule, "get_state"):
                     state["schedule"] = self.schedule.get_state()
-                checkpoint.save(path / "checkpoints", self.model, self.optimizer, state, ckpt.keep)
+                checkpoint.save(path / "checkpoints", self.net, self.optimizer, state, ckpt.keep)
                 last_save_step, last_save_time = step, time.monotonic()
             if stop.signum:
                 name = signal.Signals(stop.signum).name

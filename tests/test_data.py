@@ -371,6 +371,41 @@ def test_augmentation_is_seeded_and_train_only():
         )
 
 
+def test_train_stream_is_raw_and_the_step_normalizes():
+    """The training stream carries uint8 (float32 on 0..255 when augmented) or indices;
+    `prepare`, which the compiled step runs, gathers and normalizes as evaluation does."""
+    from dlintro.data import build
+
+    params = {"channels": 3, "num_train": 200}
+    b = build(_cfg(normalize="standardize", params=params), seed=0)
+    stream = iter(b.train_stream(0))
+    batches = [next(stream) for _ in range(b.steps_per_epoch + 1)]
+    assert [int(x.shape[0]) for x, _ in batches] == [48, 48, 48, 48, 8, 48]
+    assert all(x.dtype.name == "uint8" and y.dtype.name == "int32" for x, y in batches)
+    x_train = sources.load_dataset("synthetic", Path("/x"), params)[1].x_train
+    epoch = np.concatenate([x.numpy() for x, _ in batches[:-1]])
+    key = lambda a: sorted(row.tobytes() for row in a)  # noqa: E731
+    assert key(epoch) == key(x_train)  # one epoch: every image once
+    assert not np.array_equal(epoch, x_train)  # shuffled
+    mean, std = np.array(b.normalization["mean"]), np.array(b.normalization["std"])
+    x0 = batches[0][0].numpy()
+    np.testing.assert_allclose(b.prepare(x0).numpy(), (x0 / 255.0 - mean) / std, atol=1e-5)
+    # One device: the same batches as indices, gathered (and normalized) by the step.
+    by_index = iter(b.train_stream(0, indices=True))
+    for x, y in batches:
+        i, yi = next(by_index)
+        assert i.dtype.name == "int32" and i.shape.rank == 1
+        np.testing.assert_array_equal(yi.numpy(), y.numpy())
+        np.testing.assert_array_equal(b.prepare(i).numpy(), b.prepare(x).numpy())
+    i7, _ = next(iter(b.train_stream(7, indices=True)))  # resumes at step 7 as well
+    x7, _ = next(iter(b.train_stream(7)))
+    np.testing.assert_array_equal(b.prepare(i7).numpy(), b.prepare(x7).numpy())
+    aug = build(_cfg(normalize="standardize", params=params, augment=AUG), seed=0)
+    xa, _ = next(iter(aug.train_stream(0)))
+    assert xa.dtype.name == "float32" and xa.numpy().min() >= 0 and xa.numpy().max() <= 255
+    assert float(aug.prepare(xa).numpy().std()) > 0.5
+
+
 def test_augmentation_ops():
     import tensorflow as tf
 

@@ -88,6 +88,32 @@ def test_label_smoothing_matches_the_formula() -> None:
     assert abs(expected - plain) > 0.01  # the test tells the two apart
 
 
+def test_auxiliary_outputs_add_their_weighted_loss_and_stay_out_of_evaluation() -> None:
+    """GoogLeNet-style [main, aux] outputs: loss = CE(main) + 0.3 CE(aux); accuracy, validation
+    and the saved view (models.main_output) use the main output only."""
+    from dlintro.loop import AUX_LOSS_WEIGHT
+    from dlintro.models import main_output
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((3,))
+    main = keras.layers.Dense(4, activation="softmax", name="main")(inputs)
+    aux = keras.layers.Dense(4, activation="softmax", name="aux")(inputs)
+    net = keras.Model(inputs, [main, aux])
+    p_main, p_aux = (p.numpy().astype(np.float64) for p in net(X))
+    ce = lambda p: float(-np.log(p[np.arange(3), Y]).mean())  # noqa: E731
+    runner = StepRunner(net, keras.optimizers.SGD(0.0), jit_compile=False)
+    expected = ce(p_main) + AUX_LOSS_WEIGHT * ce(p_aux)
+    assert AUX_LOSS_WEIGHT == 0.3 and abs(expected - ce(p_main)) > 0.1
+    assert _one_step_loss(runner, X, Y) == pytest.approx(expected, rel=1e-6)
+    assert runner.metrics()["accuracy"] == pytest.approx(np.mean(p_main.argmax(1) == Y))
+    val = runner.evaluate(tf.data.Dataset.from_tensors((X, Y)))
+    assert val["loss"] == pytest.approx(ce(p_main), rel=1e-5)
+    view = main_output(net)
+    assert len(view.outputs) == 1 and len(view.weights) == 2  # the aux head is not in the view
+    np.testing.assert_allclose(view(X).numpy(), p_main, rtol=1e-6)
+    assert main_output(view) is view
+
+
 def test_soft_labels_use_their_argmax_for_accuracy() -> None:
     model = _softmax_model()
     p = model(X).numpy().astype(np.float64)

@@ -1,9 +1,12 @@
 """The tf.data pipelines: train (shuffled, augmented), validation and test (neither).
 
 uint8 arrays stay in memory; elements are batched first and then converted, augmented and
-normalized a whole batch at a time in one parallel, deterministic map. Normalization is
-`(x * scale - mean) / std` per channel with scale 1/255 (modes "unit", "standardize") or 1
-("none"); its numbers go in `DataBundle.normalization` so that a saved run can reuse them.
+normalized a whole batch at a time in one parallel, deterministic map. The training stream
+stops before normalizing: the step does that inside its compiled function (DataBundle.prepare),
+so that without augmentation the pipeline only gathers bytes (README "Performance").
+Normalization is `(x * scale - mean) / std` per channel with scale 1/255 (modes "unit",
+"standardize") or 1 ("none"); its numbers go in `DataBundle.normalization` so that a saved run
+can reuse them.
 
 Labels are int32 [B], except in training with a mixing augmentation (mixup, cutmix): then the
 train pipelines yield soft labels, float32 [B, num_classes] rows summing to 1
@@ -42,11 +45,15 @@ class DataBundle:
     num_test: int
     steps_per_epoch: int
     normalization: dict[str, Any]
-    # train_stream(start_step, drop_remainder=False): the endless training batches from global
-    # step `start_step` on, exactly those an uninterrupted run sees there (make_train_stream).
+    # train_stream(start_step, drop_remainder=False, indices=False): the endless training
+    # batches from global step `start_step` on, exactly those an uninterrupted run sees there
+    # (make_train_stream).
     train_stream: Callable[..., tf.data.Dataset] | None = None
     # True when the training batches carry soft labels float32 [B, C] (mixup / cutmix).
     soft_labels: bool = False
+    # train_stream's x (uint8 images, float32 on 0..255 when augmented, or indices into the
+    # training images) -> the model's normalized float32; runs in the compiled step.
+    prepare: Callable[[tf.Tensor], tf.Tensor] = tf.identity
 
 
 def _scale(mode: str) -> float:
@@ -90,32 +97,45 @@ def _check_normalization(norm: Any, channels: int) -> tuple[float, list[float], 
     return _scale(mode), mean, std
 
 
+def normalizer(norm: dict[str, Any], channels: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The function images (uint8, or float32 on 0..255) -> normalized float32."""
+    scale, mean, std = _check_normalization(norm, channels)
+    mean_t = tf.constant(mean, tf.float32)
+    inv_std_t = tf.constant([1.0 / s for s in std], tf.float32)
+
+    def normalize(images: tf.Tensor) -> tf.Tensor:
+        return (tf.cast(images, tf.float32) * scale - mean_t) * inv_std_t
+
+    return normalize
+
+
 def _batch_fn(
     norm: dict[str, Any],
     channels: int,
     augment: AugmentFn | None,
     mix: MixFn | None = None,
     num_classes: int = 0,
+    normalize: bool = True,
 ) -> Any:
     """The per-batch map: uint8 -> float32 (augment, then mix, on 0..255) -> normalized.
 
     Labels come out int32, or one-hot float32 [B, num_classes] mixed by `mix` when it is set.
+    With `normalize` False the images are left on 0..255: uint8 as stored when nothing
+    augments or mixes them, float32 otherwise (the training stream; see DataBundle.prepare).
     """
-    scale, mean, std = _check_normalization(norm, channels)
-    mean_t = tf.constant(mean, tf.float32)
-    inv_std_t = tf.constant([1.0 / s for s in std], tf.float32)
+    to_model = normalizer(norm, channels)
     if mix is not None and num_classes < 2:
         raise ValueError(f"mixing augmentations need num_classes >= 2, got {num_classes}")
 
     def convert(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor | None = None) -> tuple:
-        images = tf.cast(x, tf.float32)
+        images = x
         if augment is not None:
-            images = augment(images, seed)
+            images = augment(tf.cast(images, tf.float32), seed)
         labels = tf.cast(y, tf.int32)
         if mix is not None:
-            images, labels = mix(images, tf.one_hot(labels, num_classes, dtype=tf.float32), seed)
-        images = (images * scale - mean_t) * inv_std_t
-        return images, labels
+            one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
+            images, labels = mix(tf.cast(images, tf.float32), one_hot, seed)
+        return (to_model(images) if normalize else images), labels
 
     return convert
 
@@ -164,11 +184,16 @@ def make_train_stream(
     mix: MixFn | None = None,
     num_classes: int = 0,
     drop_remainder: bool = False,
+    indices: bool = False,
 ) -> tf.data.Dataset:
     """Endless training batches whose order is a pure function of (seed, epoch, step).
 
-    With `drop_remainder` every epoch ends with its last full batch (several replicas need
-    batches that split evenly).
+    The images are not normalized here but in the compiled step (DataBundle.prepare): uint8
+    batches without augmentation, float32 on 0..255 with it. With `indices` and nothing to
+    augment or mix, a batch carries its images' int32 indices into `x` instead of the images
+    (labels as usual), and the step gathers them from memory (`train_preparer`): the pipeline
+    then does no per-batch work at all. With `drop_remainder` every epoch ends with its last
+    full batch (several replicas need batches that split evenly).
 
     Epoch e visits the examples in the order argsort(stateless_uniform(n, [seed, e])); the
     global batch s is augmented (and mixed) with the stateless seed [seed + offset, s]. A run
@@ -179,15 +204,28 @@ def make_train_stream(
     n = len(x)
     steps_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
     images, labels = tf.constant(x), tf.constant(y)
-    convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes)
+    labels = tf.cast(labels, tf.int32)
+    convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes, normalize=False)
     seed_t = tf.constant(seed, tf.int64)
+    full = n // batch_size * batch_size
 
     def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
         keys = tf.random.stateless_uniform([n], seed=tf.stack([seed_t, epoch]))
-        order = tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
-        return order.batch(batch_size, drop_remainder=drop_remainder)
+        order = tf.argsort(keys)
+        # Whole batches of indices at once: no per-example work in tf.data.
+        batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [-1, batch_size]))
+        if full < n and not drop_remainder:
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full:]))
+        return batches
 
     start_epoch, start_batch = divmod(start_step, steps_per_epoch)
+    if indices and augment is None and mix is None:
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            return epoch_order(epoch).map(lambda i: (i, tf.gather(labels, i)))
+
+        ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
+        return ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
     order = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_order).skip(start_batch)
     steps = tf.data.Dataset.range(start_step, 2**62)
 
@@ -198,6 +236,23 @@ def make_train_stream(
     ds = tf.data.Dataset.zip(order, steps)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def train_preparer(
+    x: np.ndarray | tf.Tensor, norm: dict[str, Any]
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """DataBundle.prepare: a training batch's images, or its indices into `x` (rank 1, see
+    make_train_stream), -> the model's normalized float32 images. Runs in the compiled step."""
+    images = tf.constant(x)
+    normalize = normalizer(norm, images.shape[-1])
+
+    def prepare(batch: tf.Tensor) -> tf.Tensor:
+        batch = tf.convert_to_tensor(batch)
+        if batch.shape.rank == 1:
+            batch = tf.gather(images, batch)
+        return normalize(batch)
+
+    return prepare
 
 
 def distribute_stream(
@@ -273,10 +328,14 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         **mixing,
     )  # fmt: skip
 
-    def train_stream(start_step: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+    images = tf.constant(x_train)  # one copy, shared by the stream and the step
+
+    def train_stream(
+        start_step: int = 0, drop_remainder: bool = False, indices: bool = False
+    ) -> tf.data.Dataset:
         return make_train_stream(
-            x_train, y_train, batch_size, norm, seed=seed, augment=augment, start_step=start_step,
-            drop_remainder=drop_remainder, **mixing,
+            images, y_train, batch_size, norm, seed=seed, augment=augment, start_step=start_step,
+            drop_remainder=drop_remainder, indices=indices, **mixing,
         )  # fmt: skip
 
     if num_val:
@@ -294,6 +353,7 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         normalization=norm,
         train_stream=train_stream,
         soft_labels=mix is not None,
+        prepare=train_preparer(images, norm),
     )
 
 

@@ -51,6 +51,17 @@ def build(
     return model
 
 
+def main_output(model: keras.Model) -> keras.Model:
+    """The model as used after training: its first output only. Models with training-time
+    auxiliary classifiers (GoogLeNet's aux heads) return [main, aux...]; the view shares their
+    weights, so evaluation, the saved model.keras, predict and export see one softmax."""
+    import keras
+
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.input, model.outputs[0], name=model.name)
+
+
 def _one_line(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):

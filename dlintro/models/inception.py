@@ -83,9 +83,11 @@ def googlenet(
     On 224x224x3 for 1000 classes: 6,998,552 parameters without aux heads, 13,378,280 with.
 
     `aux_heads` adds the two training-time classifiers on 4a and 4d; the model then has three
-    outputs, [main, aux after 4a, aux after 4d] (the paper weights the aux losses by 0.3), and
-    needs at least 65x65 input. `lrn` adds the local response normalizations after the first
-    max-pool and after the 192@3x3 convolution (k=1, n=5, alpha=1e-4/5, beta=0.75, as in Caffe).
+    outputs, [main, aux after 4a, aux after 4d], and needs at least 65x65 input. Training adds
+    the aux losses weighted by 0.3, as the paper does (dlintro.loop); evaluation, model.keras,
+    predict and export use the main output (models.main_output). `lrn` adds the local response
+    normalizations after the first max-pool and after the 192@3x3 convolution (k=1, n=5,
+    alpha=1e-4/5, beta=0.75, as in Caffe).
     """
     check_input(input_shape, num_classes, "googlenet")
     if aux_heads:
