@@ -7,20 +7,31 @@ name, so a partial rerun updates only what it ran) and results/ladder.md.
     python scripts/reproduce_ladder.py --data-dir ../shared/datasets            # every row
     python scripts/reproduce_ladder.py mnist_conv mnist_softmax --update-readme  # some rows
     python scripts/reproduce_ladder.py --render-only --update-readme             # table only
+    python scripts/reproduce_ladder.py cifar10_resnet56 --steps 100 --update-readme  # a budget run
+
+CIFAR-10 rows train from the official archive, or offline from the JPEG copy of a data directory
+(`cifar10_jpeg/`, see scripts/offline_data.py). `--steps N` makes a budget run: N steps instead
+of the full recipe, labelled as such, with the steady-state speed and what the full recipe
+would take on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from offline_data import data_overrides  # noqa: E402  (scripts/offline_data.py)
 
 # config name -> (published test accuracy in %, published parameter count or None, note)
 PUBLISHED: dict[str, tuple[float, int | None, str]] = {
@@ -41,11 +52,31 @@ PUBLISHED: dict[str, tuple[float, int | None, str]] = {
     "mnist_tf_deep": (99.2, 3_274_634, "about"),
 }
 
+# CIFAR-10 rows: config name -> (published test accuracy in %, published parameters as printed)
+CIFAR: dict[str, tuple[float, str]] = {
+    "cifar10_keras_conv": (78.62, "1,084,234"),
+    "cifar10_resnet20": (91.25, "0.27M"),
+    "cifar10_resnet32": (92.49, "0.46M"),
+    "cifar10_resnet44": (92.83, "0.66M"),
+    "cifar10_resnet56": (93.03, "0.85M"),
+    "cifar10_resnet110": (93.39, "1.7M"),
+    "cifar10_preact_resnet164": (94.54, "1.7M"),
+    "cifar10_nin": (91.19, ""),
+    "cifar10_allcnn": (92.75, ""),
+}
 
-def run_one(name: str, data_dir: str | None, out: Path) -> dict:
+
+def run_one(name: str, data_dir: str | None, out: Path, steps: int | None = None) -> dict:
     """Train configs/<name>.yaml in a new process and collect what the run recorded."""
+    from dlintro import config
+
     run_dir = out / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = ["dlintro", "train", f"configs/{name}.yaml"]
+    cfg = config.load(ROOT / "configs" / f"{name}.yaml")
+    for override in data_overrides(cfg.data.dataset, data_dir):
+        command += ["--set", override]
+    if steps:
+        command += ["--steps", str(steps)]
     if data_dir:
         command += ["--data-dir", data_dir]
     argv = [sys.executable, "-m", "dlintro", *command[1:], "--run-dir", str(run_dir)]
@@ -57,6 +88,8 @@ def run_one(name: str, data_dir: str | None, out: Path) -> dict:
         raise SystemExit(f"{name}: dlintro train exited {proc.returncode}; see {log}")
     meta = json.loads((run_dir / "meta.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    if name in CIFAR:
+        return cifar_result(name, cfg, meta, metrics, steps)
     published, params, note = PUBLISHED[name]
     return {
         "config": name,
@@ -76,6 +109,57 @@ def run_one(name: str, data_dir: str | None, out: Path) -> dict:
     }
 
 
+def cifar_result(name: str, cfg: Any, meta: dict, metrics: dict, steps: int | None) -> dict:
+    """A CIFAR row: accuracy after the run, steady speed and the full recipe's time here."""
+    per_epoch = math.ceil(meta["data"]["num_train"] / cfg.data.batch_size)
+    recipe_steps = cfg.train.steps or cfg.train.epochs * per_epoch
+    ips = meta.get("steady_images_per_second") or meta["images_per_second"]
+    return {
+        "config": name,
+        "published_accuracy": CIFAR[name][0],
+        "published_params": CIFAR[name][1],
+        "params": meta["model"]["params"],
+        "test_accuracy": round(100 * metrics["accuracy"], 2),
+        "steps": meta["steps"],
+        "budget": bool(steps),
+        "recipe_steps": recipe_steps,
+        "dataset": meta["data"]["dataset"],
+        "seconds_per_epoch": meta["data"]["num_train"] / ips,
+        "recipe_hours": recipe_steps * cfg.data.batch_size / ips / 3600,
+        "wall_seconds": meta["wall_seconds"],
+        "machine": f"{meta['machine']['cpu_count']} CPU cores, {platform.machine()}",
+        "command": f"dlintro train configs/{name}.yaml",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def cifar_markdown(results: dict[str, dict]) -> str:
+    lines = [
+        "| config | published | measured | parameters | steps run (recipe) | seconds per epoch "
+        "here | full recipe here | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (pub, params) in CIFAR.items():
+        r = results.get(name)
+        if r is None:
+            lines.append(f"| {name} | {pub:.2f}% | not yet measured | | | | | |")
+            continue
+        label = (
+            f"{r['test_accuracy']:.2f}% after a {r['steps']:,}-step budget run"
+            if r["budget"]
+            else f"**{r['test_accuracy']:.2f}%** (full recipe)"
+        )
+        published_params = f" (published {params})" if params else ""
+        if params == f"{r['params']:,}":
+            published_params = " (exact)"
+        lines.append(
+            f"| {name} | {pub:.2f}% | {label} | {r['params']:,}{published_params} | "
+            f"{r['steps']:,} ({r['recipe_steps']:,}) | {r['seconds_per_epoch']:,.0f} s | "
+            f"{r['recipe_hours']:.1f} h | `{r['command']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: dict[str, dict]) -> str:
     lines = [
         "| config | published | measured | parameters | steps (epochs) | wall time | command |",
@@ -89,14 +173,14 @@ def markdown(results: dict[str, dict]) -> str:
             lines.append(f"| {name} | {published} | not yet measured | | | | |")
             continue
         delta = r["test_accuracy"] - pub
-        mark = "" if delta >= 0 or note else f" ({delta:+.2f})"
+        mark = "" if delta >= 0 else f" ({delta:+.2f})"
         count = f"{r['params']:,}" + (" (exact)" if params == r["params"] else "")
         lines.append(
             f"| {name} | {published} | **{r['test_accuracy']:.2f}%**{mark} | {count} | "
             f"{r['steps']:,} ({r['epochs']}) | {r['wall_seconds'] / 60:.1f} min | "
             f"`{r['command']}` |"
         )
-    machines = sorted({r["machine"] for r in results.values()})
+    machines = sorted({r["machine"] for n, r in results.items() if n in PUBLISHED})
     lines.append("")
     lines.append(f"Measured on {', '.join(machines) or 'n/a'}; wall time from the command's start.")
     return "\n".join(lines) + "\n"
@@ -111,31 +195,39 @@ def main() -> None:
     parser.add_argument(
         "--render-only", action="store_true", help="train nothing; rebuild the table from the JSON"
     )
+    parser.add_argument("--steps", type=int, help="a budget run of N steps (CIFAR rows)")
     args = parser.parse_args()
     names = [] if args.render_only else (args.configs or list(PUBLISHED))
-    unknown = [n for n in names if n not in PUBLISHED]
+    known = [*PUBLISHED, *CIFAR]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown configs: {', '.join(unknown)}; known: {', '.join(PUBLISHED)}")
+        raise SystemExit(f"unknown configs: {', '.join(unknown)}; known: {', '.join(known)}")
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "ladder.json"
     results = json.loads(store.read_text()) if store.exists() else {}
     for name in names:
         print(f"training {name} ...", flush=True)
-        results[name] = run_one(name, args.data_dir, args.out)
-        r = results[name]
+        r = run_one(name, args.data_dir, args.out, args.steps)
+        # Re-read before writing: another run of this script may have stored rows meanwhile.
+        results = json.loads(store.read_text()) if store.exists() else {}
+        results[name] = r
         print(f"  {r['test_accuracy']:.2f}% (published {r['published_accuracy']}%), "
               f"{r['wall_seconds']:.0f} s", flush=True)  # fmt: skip
         store.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (args.out / "ladder.md").write_text(table)
-    print(table)
+    tables = {"ladder": markdown(results), "cifar": cifar_markdown(results)}
+    (args.out / "ladder.md").write_text("\n".join(tables.values()))
+    print("\n".join(tables.values()))
     if args.update_readme:
         readme = ROOT / "README.md"
         text = readme.read_text()
-        start, end = "<!-- ladder:start -->", "<!-- ladder:end -->"
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        readme.write_text(f"{head}{start}\n{table}{end}{tail}")
+        for key, table in tables.items():
+            start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+            if start not in text:
+                continue
+            head, _, rest = text.partition(start)
+            _, _, tail = rest.partition(end)
+            text = f"{head}{start}\n{table}{end}{tail}"
+        readme.write_text(text)
 
 
 if __name__ == "__main__":

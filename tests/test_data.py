@@ -270,7 +270,7 @@ def test_pipeline_shapes_and_dtypes():
         assert x.shape[1:] == (28, 28, 1) and y.shape == x.shape[:1]
         sizes.append(int(x.shape[0]))
     assert sizes == [48] * 5 + [16]
-    assert [int(x.shape[0]) for x, _ in b.test] == [48, 16]
+    assert [int(x.shape[0]) for x, _ in b.test] == [64]  # evaluation batches are larger
     assert b.train.element_spec[0].shape.as_list() == [None, 28, 28, 1]
 
 
@@ -369,6 +369,16 @@ def test_augmentation_is_seeded_and_train_only():
         np.testing.assert_array_equal(
             _epoch(getattr(plain, split))[0], _epoch(getattr(aug, split))[0]
         )
+
+
+def test_eval_batch_size_is_larger_but_bounded_in_pixels():
+    from dlintro.data.pipeline import eval_batch_size
+
+    assert eval_batch_size(128, (28, 28, 1)) == 1024
+    assert eval_batch_size(32, (32, 32, 3)) == 1024
+    assert eval_batch_size(8, (224, 224, 3)) == 20  # 1024 * 32 * 32 pixels // 224**2
+    assert eval_batch_size(256, (224, 224, 3)) == 256  # never below the training batch
+    assert eval_batch_size(2048, (28, 28, 1)) == 2048
 
 
 def test_train_stream_is_raw_and_the_step_normalizes():

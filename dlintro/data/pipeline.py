@@ -30,6 +30,14 @@ from dlintro.errors import UserError
 
 MODES = ("unit", "standardize", "none")
 AUGMENT_SEED_OFFSET = 1_000_003
+EVAL_PIXELS = 1024 * 32 * 32  # evaluation batches: up to 1,024 CIFAR-sized images at once
+
+
+def eval_batch_size(batch_size: int, image_shape: tuple[int, ...]) -> int:
+    """The batch for validation and test: no gradients to keep, so larger than training's
+    (fewer calls: 2.6 -> 1.8 s for the MNIST test set, profiled), bounded in pixels."""
+    pixels = max(1, int(np.prod(image_shape[:2])))
+    return max(batch_size, min(1024, EVAL_PIXELS // pixels))
 
 
 @dataclass
@@ -338,9 +346,10 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
             drop_remainder=drop_remainder, indices=indices, **mixing,
         )  # fmt: skip
 
+    eval_batch = eval_batch_size(batch_size, x_train.shape[1:])
     if num_val:
-        validation = make_dataset(x_val, y_val, batch_size, norm)
-    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, norm)
+        validation = make_dataset(x_val, y_val, eval_batch, norm)
+    test = make_dataset(arrays.x_test, arrays.y_test, eval_batch, norm)
     return DataBundle(
         train=train,
         validation=validation,
@@ -363,5 +372,6 @@ def build_test(
     """The test pipeline of a saved run, normalized with the run's saved numbers."""
     batch_size = _batch_size(data_cfg)
     info, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
-    test = make_dataset(arrays.x_test, arrays.y_test, batch_size, normalization)
+    eval_batch = eval_batch_size(batch_size, arrays.x_test.shape[1:])
+    test = make_dataset(arrays.x_test, arrays.y_test, eval_batch, normalization)
     return test, info, len(arrays.x_test)
