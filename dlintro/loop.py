@@ -86,6 +86,14 @@ class StepRunner:
             q = q * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
         return tf.reduce_mean(keras.losses.categorical_crossentropy(q, probs))
 
+    def outputs_loss(self, y: tf.Tensor, outputs: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """(main probabilities, their data loss + 0.3 x each auxiliary output's data loss)."""
+        probs, aux = split_outputs(outputs)
+        loss = self.data_loss(y, probs)
+        for a in aux:
+            loss += AUX_LOSS_WEIGHT * self.data_loss(y, a)
+        return probs, loss
+
     def l2_penalty(self) -> tf.Tensor:
         """0.5 * l2 * (sum of squared kernel weights): gradient l2 * w (see the module doc)."""
         squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.kernels]
@@ -95,10 +103,7 @@ class StepRunner:
         model, optimizer = self.model, self.optimizer
         x = self.prepare(x)
         with tf.GradientTape() as tape:
-            probs, aux = split_outputs(model(x, training=True))
-            loss = self.data_loss(y, probs)
-            for a in aux:
-                loss += AUX_LOSS_WEIGHT * self.data_loss(y, a)
+            probs, loss = self.outputs_loss(y, model(x, training=True))
             if model.losses:
                 loss += tf.add_n(model.losses)
             if self.l2 and self.kernels:
@@ -194,11 +199,8 @@ class DistributedStepRunner(StepRunner):
         replicas = self.strategy.num_replicas_in_sync
         x = self.prepare(x)
         with tf.GradientTape() as tape:
-            probs, aux = split_outputs(model(x, training=True))
+            probs, loss = self.outputs_loss(y, model(x, training=True))
             local = tf.cast(tf.shape(x)[0], tf.float32)
-            loss = self.data_loss(y, probs)
-            for a in aux:
-                loss += AUX_LOSS_WEIGHT * self.data_loss(y, a)
             loss = loss * local / self.global_batch
             if model.losses:
                 loss += tf.add_n(model.losses) / replicas
