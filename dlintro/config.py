@@ -63,7 +63,6 @@ class DataConfig(_Strict):
     params: Params = Field(default_factory=dict)
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    shuffle_buffer: Annotated[int, Field(ge=1)] | None = None
     normalize: Literal["unit", "standardize", "none"] = "unit"
     augment: Annotated[Sequence[Spec], AfterValidator(tuple)] = ()
 
@@ -329,6 +328,12 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
 _TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list", "tuple"}
 
 
+# Keys that older versions accepted, and why they are gone (said instead of "unknown key").
+_REMOVED = {
+    "data.shuffle_buffer": "removed: every epoch shuffles the whole training set; delete the key",
+}
+
+
 def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], src: str) -> str:
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = _clean_loc(tuple(errors[0]["loc"]))
@@ -336,6 +341,8 @@ def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], 
     key = _dotted(loc)
     err = errors[0]
     if err["type"] == "extra_forbidden":
+        if key in _REMOVED:
+            return f"{where}: '{key}' was {_REMOVED[key]}"
         valid = _fields_at(loc[:-1])
         hint = did_you_mean(str(loc[-1]), valid) or f" (valid keys: {', '.join(valid)})"
         return f"{where}: unknown key '{key}'{hint}"

@@ -8,20 +8,26 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
-def _stats(logs: dict[str, Any]) -> str:
+def _loss_name(plan: dict[str, Any]) -> str:
+    """With label smoothing the training loss stays well above 0 however good the model is
+    (0.5 at 99% accuracy for 0.1): the lines say so, next to a plain-cross-entropy test loss."""
+    return "smoothed loss" if plan.get("label_smoothing") else "loss"
+
+
+def _stats(logs: dict[str, Any], loss: str = "loss") -> str:
     return (
-        f"loss {logs['loss']:.4f}  acc {logs['accuracy']:.2%}  lr {logs['learning_rate']:.2e}  "
+        f"{loss} {logs['loss']:.4f}  acc {logs['accuracy']:.2%}  lr {logs['learning_rate']:.2e}  "
         f"{logs['images_per_second']:,.0f} img/s"
     )
 
 
-def _epoch_line(logs: dict[str, Any]) -> str:
+def _epoch_line(logs: dict[str, Any], loss: str = "loss") -> str:
     val = ""
     if logs["val_accuracy"] == logs["val_accuracy"]:  # not NaN: a validation split exists
         val = f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.2%}"
     return (
-        f"epoch {logs['epoch']}/{logs['epochs']}  step {logs['step']:,}  loss {logs['loss']:.4f}  "
-        f"acc {logs['accuracy']:.2%}{val}  {logs['seconds']:.1f} s  "
+        f"epoch {logs['epoch']}/{logs['epochs']}  step {logs['step']:,}  "
+        f"{loss} {logs['loss']:.4f}  acc {logs['accuracy']:.2%}{val}  {logs['seconds']:.1f} s  "
         f"{logs['images_per_second']:,.0f} img/s"
     )
 
@@ -45,18 +51,18 @@ class PlainReporter:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.loss = "loss"
 
     def start(self, plan: dict[str, Any]) -> None:
+        self.loss = _loss_name(plan)
         self.console.print(_start_line(plan), soft_wrap=True)
 
     def update(self, logs: dict[str, Any]) -> None:
-        self.console.print(
-            f"step {logs['step']:,}/{logs['total_steps']:,}  epoch {logs['epoch']}  {_stats(logs)}",
-            soft_wrap=True,
-        )
+        where = f"step {logs['step']:,}/{logs['total_steps']:,}  epoch {logs['epoch']}"
+        self.console.print(f"{where}  {_stats(logs, self.loss)}", soft_wrap=True)
 
     def epoch_end(self, logs: dict[str, Any]) -> None:
-        self.console.print(_epoch_line(logs), soft_wrap=True)
+        self.console.print(_epoch_line(logs, self.loss), soft_wrap=True)
 
     def end(self) -> None:
         pass
@@ -90,11 +96,11 @@ class RichReporter(PlainReporter):
             self.task,
             completed=logs["step"],
             description=f"epoch {logs['epoch']}/{logs['epochs']}",
-            stats=_stats(logs),
+            stats=_stats(logs, self.loss),
         )
 
     def epoch_end(self, logs: dict[str, Any]) -> None:
-        self.progress.console.print(_epoch_line(logs), soft_wrap=True)
+        self.progress.console.print(_epoch_line(logs, self.loss), soft_wrap=True)
 
     def end(self) -> None:
         self.progress.stop()

@@ -86,9 +86,10 @@ class Recorder:
         self.steady_images, self.steady_seconds, self._calls = 0, 0.0, 0
         self.history_path = path / "history.csv"
         self._keep_history_until(start_step)
+        # No validation split, no (empty) validation run in TensorBoard.
+        splits = ["train"] + (["validation"] if getattr(bundle, "validation", None) else [])
         self.writers = {
-            split: tf.summary.create_file_writer(str(path / "logs" / split))
-            for split in ("train", "validation")
+            split: tf.summary.create_file_writer(str(path / "logs" / split)) for split in splits
         }
         self._window: tuple[int, float] = (start_step, 0.0)
         self._epoch = (start_step, 0.0)  # (first step, seconds) of the current epoch
@@ -141,7 +142,10 @@ class Recorder:
     def step_end(self, step: int, logs: dict[str, float], optimizer: Any) -> None:
         self.step = step
         self._profile(step)
-        if step - self._last_log < self.cfg.train.log_every and step < self.total_steps:
+        # On multiples of log_every (the first chunk end at or past one), not log_every after
+        # the last line: an epoch end or a resume between them would shift every later line.
+        every = self.cfg.train.log_every
+        if step // every == self._last_log // every and step < self.total_steps:
             return
         self._last_log = step
         ips = self._images(self._window[0], step) / max(self._window[1], 1e-9)
@@ -279,11 +283,7 @@ class Recorder:
     def _batch(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The first training batch of the run (augmented as in training), kept for reuse."""
         if self._sample is None:
-            if self.bundle.train_stream:
-                x, y = next(iter(self.bundle.train_stream(0)))
-                self._sample = (self.bundle.prepare(x), y)
-            else:
-                self._sample = next(iter(self.bundle.train))
+            self._sample = self.bundle.first_batch()
         return self._sample
 
     def _train_images(self) -> None:

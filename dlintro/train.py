@@ -327,6 +327,7 @@ class _Session:
             "params": int(self.model.count_params()), "dataset": b.info.name,
             "num_train": b.num_train, "total_steps": self.total_steps, "epochs": self.epochs,
             "batch_size": cfg.data.batch_size, "start_step": step,
+            "label_smoothing": cfg.train.label_smoothing,
             "distribution": self.plan.line() if self.distributed else "",
         })  # fmt: skip
         stop = _SignalFlag()

@@ -216,16 +216,24 @@ def throughput(names: list[str], data_dir: Path | None, rounds: int, seconds: fl
                 "augment": [a.name for a in cfg.data.augment or []],
                 "images_per_second": med,
                 "samples": times,
-                "ratio_vs_keras": med["dlintro"] / med["Keras fit"],
+                # Ratios pair the measurements of one round (taken a few seconds apart), which
+                # cancels most of this shared machine's drift; median and range over rounds.
+                **_paired("ratio_vs_keras", times["dlintro"], times["Keras fit"]),
                 "macs_per_image": macs,
                 # Training costs about 3 forward passes (forward, input and weight gradients).
                 "gflops_dlintro": 6 * macs * med["dlintro"] / 1e9,
                 "gflops_keras": 6 * macs * med["Keras fit"] / 1e9,
-                "pipeline_ratio": med["dlintro, batch in memory"] / med["dlintro"],
+                **_paired("pipeline_ratio", times["dlintro, batch in memory"], times["dlintro"]),
             }
         )
         del contenders
     return rows
+
+
+def _paired(key: str, a: list[float], b: list[float]) -> dict[str, Any]:
+    """{key: median of a[r] / b[r] over rounds r, key_range: [min, max]}."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return {key: statistics.median(ratios), f"{key}_range": [min(ratios), max(ratios)]}
 
 
 # ------------------------------------------------------------------------------ processes
@@ -367,6 +375,11 @@ def cli_times() -> dict:
 # ------------------------------------------------------------------------------ report
 
 
+def _span(row: dict, key: str) -> str:
+    lo, hi = row.get(f"{key}_range", (row[key], row[key]))
+    return f"({lo:.2f}-{hi:.2f})"
+
+
 def render(result: dict) -> str:
     """The README's performance section (markdown) from a benchmark result."""
     m = result["machine"]
@@ -374,7 +387,8 @@ def render(result: dict) -> str:
         f"Measured by `python scripts/benchmark.py --data-dir ../shared/datasets` on "
         f"{m['cpu']} ({m['cpu_count']} cores, no GPU), TensorFlow {m['tensorflow']}, "
         f"Keras {m['keras']}, {result['date']}. Images per second in steady state, medians of "
-        f"{result['rounds']} interleaved rounds:",
+        f"{result['rounds']} interleaved rounds; the ratios are per round (dlintro against Keras "
+        "measured seconds apart), median and (range):",
         "",
         "| config | batch | Keras fit | dlintro | ratio | in-memory batch / dlintro | "
         "1 step per execution | XLA flipped |",
@@ -385,8 +399,9 @@ def render(result: dict) -> str:
         flipped = next(k for k in ips if k.startswith("dlintro, jit_compile"))
         lines.append(
             f"| {row['config']} | {row['batch_size']} | {ips['Keras fit']:,.0f} | "
-            f"{ips['dlintro']:,.0f} | **{row['ratio_vs_keras']:.2f}x** | "
-            f"{row['pipeline_ratio']:.3f} | {ips['dlintro, 1 step per execution']:,.0f} | "
+            f"{ips['dlintro']:,.0f} | **{row['ratio_vs_keras']:.2f}x** "
+            f"{_span(row, 'ratio_vs_keras')} | {row['pipeline_ratio']:.2f} "
+            f"{_span(row, 'pipeline_ratio')} | {ips['dlintro, 1 step per execution']:,.0f} | "
             f"{ips[flipped]:,.0f} ({flipped.split()[-1]}) |"
         )
     tta = result.get("time_to_accuracy")
@@ -458,8 +473,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("DLINTRO_DATA_DIR"))
     parser.add_argument("--models", nargs="*", default=MODELS)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument(
         "--only", choices=["throughput", "accuracy", "memory", "cli"], action="append"
     )

@@ -9,6 +9,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,44 @@ def mnist_dir() -> Path:
     if not (SHARED_DATASETS / "mnist" / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST not found at {SHARED_DATASETS}/mnist (clone next to shared/)")
     return SHARED_DATASETS
+
+
+def synthetic_config(
+    name: str,
+    *,
+    seed: int,
+    num_train: int,
+    num_test: int,
+    batch_size: int,
+    model: str | dict[str, Any] = "gorner_conv",
+    data: dict[str, Any] | None = None,
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    """A tiny config (as a dict, for config.load(data=...)) on the synthetic dataset: the few
+    values that matter to a test are named; `data` adds to the data section, other sections
+    are taken as given."""
+    return {
+        "name": name,
+        "seed": seed,
+        "data": {
+            "dataset": "synthetic",
+            "params": {"num_train": num_train, "num_test": num_test},
+            "batch_size": batch_size,
+            **(data or {}),
+        },
+        "model": {"name": model} if isinstance(model, str) else model,
+        **sections,
+    }
+
+
+def train_epoch(bundle: Any, epoch: int = 0) -> tuple[Any, Any]:
+    """Epoch `epoch` of a DataBundle's training stream as the model gets it (prepared), as
+    numpy (images, labels): what training reads, in its order."""
+    import numpy as np
+
+    stream = bundle.train_stream(epoch * bundle.steps_per_epoch).take(bundle.steps_per_epoch)
+    xs, ys = zip(*((bundle.prepare(x).numpy(), y.numpy()) for x, y in stream), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -24,21 +24,19 @@ from dlintro import board, config, data, evaluate, models, train
 from dlintro.cli import app
 from dlintro.loop import StepRunner
 from dlintro.record import Recorder, SilentReporter
+from tests.conftest import synthetic_config
 
-TINY = {
-    "name": "board",
-    "seed": 5,
-    "data": {
-        "dataset": "synthetic",
-        "params": {"num_train": 64, "num_test": 32},
-        "batch_size": 16,
-        "validation_split": 0.25,  # 48 training images: 3 steps per epoch
-    },
-    "model": {"name": "gorner_conv"},
-    "optimizer": {"name": "adam", "learning_rate": 0.003},
-    "train": {"epochs": 2, "log_every": 1},
-    "tensorboard": {"histogram_every_epochs": 1, "images": True, "profile_steps": [1, 3]},
-}
+TINY = synthetic_config(
+    "board",
+    seed=5,
+    num_train=64,
+    num_test=32,
+    batch_size=16,
+    data={"validation_split": 0.25},  # 48 training images: 3 steps per epoch
+    optimizer={"name": "adam", "learning_rate": 0.003},
+    train={"epochs": 2, "log_every": 1},
+    tensorboard={"histogram_every_epochs": 1, "images": True, "profile_steps": [1, 3]},
+)
 STEPS_PER_EPOCH = 3
 
 

@@ -193,6 +193,15 @@ def test_unknown_nested_key(tmp_path: Path) -> None:
     assert _error(path) == f"{path}:4: unknown key 'data.batch_sise' (did you mean 'batch_size'?)"
 
 
+def test_removed_key_says_why(tmp_path: Path) -> None:
+    text = "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 3\n  shuffle_buffer: 1000\n"
+    path = write_config(tmp_path / "c.yaml", text)
+    assert _error(path) == (
+        f"{path}:5: 'data.shuffle_buffer' was removed: every epoch shuffles the whole training "
+        "set; delete the key"
+    )
+
+
 def test_wrong_type_string_batch_size(tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: '32'\n"
@@ -407,9 +416,9 @@ def test_override_creates_nested_sections(tmp_path: Path) -> None:
 
 
 def test_override_values_are_yaml(base: Path) -> None:
-    cfg = load(base, ["train.jit_compile=false", "data.shuffle_buffer=null", "train.steps=2"])
+    cfg = load(base, ["train.jit_compile=false", "checkpoint.every_steps=null", "train.steps=2"])
     assert cfg.train.jit_compile is False
-    assert cfg.data.shuffle_buffer is None
+    assert cfg.checkpoint.every_steps is None
     cfg = load(base, ["train.epochs=null", "train.steps=4"])
     assert (cfg.train.epochs, cfg.train.steps) == (None, 4)
     cfg = load(base, ["model.params.hidden_unused="], check_names=False)

@@ -17,6 +17,7 @@ from dlintro.data.download import verify_files
 from dlintro.data.idx import read_idx, write_idx
 from dlintro.errors import UserError
 from dlintro.registry import ParamsError, UnknownNameError
+from tests.conftest import train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -244,7 +245,7 @@ def test_import_without_tensorflow():
 
 def _cfg(**kw):
     base = dict(dataset="synthetic", params={}, batch_size=48, validation_split=0.0)
-    base |= dict(shuffle_buffer=None, normalize="unit", augment=[], cache=False)
+    base |= dict(normalize="unit", augment=[], cache=False)
     return NS(**(base | kw))
 
 
@@ -265,13 +266,14 @@ def test_pipeline_shapes_and_dtypes():
     assert (b.num_train, b.num_validation, b.num_test, b.steps_per_epoch) == (256, 0, 64, 6)
     assert b.validation is None and b.info.name == "synthetic"
     sizes = []
-    for x, y in b.train:
-        assert x.dtype.name == "float32" and y.dtype.name == "int32"
+    for x, y in b.train_stream(0).take(7):  # an epoch's last batch is short; then epoch 2
+        assert x.dtype.name == "uint8" and y.dtype.name == "int32"  # normalized in the step
         assert x.shape[1:] == (28, 28, 1) and y.shape == x.shape[:1]
+        assert b.prepare(x).dtype.name == "float32"
         sizes.append(int(x.shape[0]))
-    assert sizes == [48] * 5 + [16]
+    assert sizes == [48] * 5 + [16, 48]
     assert [int(x.shape[0]) for x, _ in b.test] == [64]  # evaluation batches are larger
-    assert b.train.element_spec[0].shape.as_list() == [None, 28, 28, 1]
+    assert b.train_stream(0).element_spec[0].shape.as_list() == [None, 28, 28, 1]
 
 
 @pytest.mark.parametrize("mode", ["unit", "none", "standardize"])
@@ -280,7 +282,7 @@ def test_normalize_modes(mode):
 
     params = {"channels": 3, "num_train": 200}
     b = build(_cfg(normalize=mode, params=params), seed=0)
-    x, _ = _epoch(b.train)
+    x, _ = train_epoch(b)
     assert b.normalization["mode"] == mode and len(b.normalization["mean"]) == 3
     if mode == "unit":
         assert x.min() >= 0 and 0.8 < x.max() <= 1
@@ -301,7 +303,7 @@ def test_validation_split_is_deterministic_and_disjoint():
 
     b = build(_cfg(validation_split=0.25), seed=7)
     assert (b.num_train, b.num_validation, b.steps_per_epoch) == (192, 64, 4)
-    xt = _epoch(b.train)[0]
+    xt = train_epoch(b)[0]
     xv = _epoch(b.validation)[0]
     assert len(xt) == 192 and len(xv) == 64
     all_x = sources.load_dataset("synthetic", Path("/x"))[1].x_train
@@ -322,13 +324,13 @@ def test_validation_split_is_deterministic_and_disjoint():
 def test_shuffle_order_follows_the_seed():
     from dlintro.data import build
 
-    first = build(_cfg(), seed=1).train
-    y1 = _epoch(first)[1]
-    y1_again = _epoch(build(_cfg(), seed=1).train)[1]
+    first = build(_cfg(), seed=1)
+    y1 = train_epoch(first)[1]
+    y1_again = train_epoch(build(_cfg(), seed=1))[1]
     np.testing.assert_array_equal(y1, y1_again)
-    assert not np.array_equal(y1, _epoch(build(_cfg(), seed=2).train)[1])
-    assert not np.array_equal(y1, _epoch(first)[1])  # reshuffled each epoch
-    assert sorted(y1.tolist()) == sorted(_epoch(first)[1].tolist())
+    assert not np.array_equal(y1, train_epoch(build(_cfg(), seed=2))[1])
+    assert not np.array_equal(y1, train_epoch(first, 1)[1])  # reshuffled each epoch
+    assert sorted(y1.tolist()) == sorted(train_epoch(first, 1)[1].tolist())
 
 
 def test_test_set_is_in_file_order():
@@ -355,15 +357,15 @@ def test_augmentation_is_seeded_and_train_only():
 
     plain = build(_cfg(validation_split=0.25), seed=5)
     aug = build(_cfg(validation_split=0.25, augment=AUG), seed=5)
-    x_plain, y_plain = _epoch(plain.train)
-    x_aug, y_aug = _epoch(aug.train)
+    x_plain, y_plain = train_epoch(plain)
+    x_aug, y_aug = train_epoch(aug)
     np.testing.assert_array_equal(y_plain, y_aug)  # same shuffle, other pixels
     assert np.abs(x_plain - x_aug).mean() > 0.01
     assert x_aug.min() >= 0 and x_aug.max() <= 1
-    x_again = _epoch(build(_cfg(validation_split=0.25, augment=AUG), seed=5).train)[0]
+    x_again = train_epoch(build(_cfg(validation_split=0.25, augment=AUG), seed=5))[0]
     np.testing.assert_array_equal(x_aug, x_again)
-    assert not np.array_equal(x_aug, _epoch(aug.train)[0])  # new draws each epoch
-    other = _epoch(build(_cfg(validation_split=0.25, augment=AUG), seed=6).train)[0]
+    assert not np.array_equal(x_aug, train_epoch(aug, 1)[0])  # new draws each epoch
+    other = train_epoch(build(_cfg(validation_split=0.25, augment=AUG), seed=6))[0]
     assert not np.array_equal(np.sort(x_aug.ravel()), np.sort(other.ravel()))
     for split in ("validation", "test"):
         np.testing.assert_array_equal(

@@ -18,19 +18,18 @@ import pytest
 import yaml
 
 from dlintro import config, distribute, launch, train
+from tests.conftest import synthetic_config
 
-CONFIG = {
-    "name": "dist",
-    "seed": 3,
-    "data": {
-        "dataset": "synthetic",
-        "params": {"num_train": 256, "num_test": 64},
-        "batch_size": 32,
-    },
-    "model": {"name": "gorner_conv"},  # no batch norm and no dropout: replicas can match exactly
-    "optimizer": {"name": "sgd", "learning_rate": 0.05, "params": {"momentum": 0.9}},
-    "train": {"epochs": 2, "log_every": 4},
-}
+CONFIG = synthetic_config(
+    "dist",
+    seed=3,
+    num_train=256,
+    num_test=64,
+    batch_size=32,
+    model="gorner_conv",  # no batch norm and no dropout: replicas can match exactly
+    optimizer={"name": "sgd", "learning_rate": 0.05, "params": {"momentum": 0.9}},
+    train={"epochs": 2, "log_every": 4},
+)
 
 
 def _env(**extra: str) -> dict[str, str]:

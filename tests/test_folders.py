@@ -11,6 +11,7 @@ import pytest
 from dlintro.data import folders, sources
 from dlintro.errors import UserError
 from dlintro.registry import ParamsError
+from tests.conftest import train_epoch
 
 CIFAR10_JPEG = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10_jpeg"
 ROOT = Path("/nonexistent-data-root")  # image_folder does not use the data directory
@@ -212,12 +213,12 @@ def test_standardize_per_channel_on_an_image_folder(small_tree):
     root, _ = small_tree
     cfg = NS(
         dataset="image_folder", params={"path": str(root)}, batch_size=3, validation_split=0.0,
-        shuffle_buffer=None, normalize="standardize", augment=[], cache=False,
+        normalize="standardize", augment=[], cache=False,
     )  # fmt: skip
     bundle = build(cfg, seed=0)
     assert bundle.info.class_names == ("cat", "dog") and bundle.num_train == 5
     assert len(bundle.normalization["mean"]) == 3
-    x = np.concatenate([b.numpy() for b, _ in bundle.train])
+    x, _ = train_epoch(bundle)
     assert x.shape == (5, 32, 32, 3)
     np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0, atol=1e-4)
     np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1, atol=1e-3)

@@ -19,23 +19,24 @@ import yaml
 
 from dlintro import checkpoint, config, train
 from dlintro.errors import UserError
+from tests.conftest import synthetic_config
 
-CONFIG = {
-    "name": "resumable",
-    "seed": 7,
-    "data": {
-        "dataset": "synthetic",
-        "params": {"num_train": 192, "num_test": 32},
-        "batch_size": 16,
+CONFIG = synthetic_config(
+    "resumable",
+    seed=7,
+    num_train=192,
+    num_test=32,
+    batch_size=16,
+    data={
         "validation_split": 0.0,
         "augment": [{"name": "random_translation", "params": {"height_factor": 0.1}}],
     },
-    "model": {"name": "gorner_conv_big", "params": {"dropout": 0.3}},
-    "optimizer": {"name": "adam", "learning_rate": 0.002},
-    "schedule": {"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
-    "train": {"epochs": 3, "deterministic": True, "log_every": 4},
-    "checkpoint": {"every_steps": 2, "keep": 2},
-}
+    model={"name": "gorner_conv_big", "params": {"dropout": 0.3}},
+    optimizer={"name": "adam", "learning_rate": 0.002},
+    schedule={"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
+    train={"epochs": 3, "deterministic": True, "log_every": 4},
+    checkpoint={"every_steps": 2, "keep": 2},
+)
 TOTAL_STEPS = 36  # 192 / 16 = 12 steps per epoch, 3 epochs
 
 

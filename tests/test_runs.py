@@ -17,20 +17,18 @@ from typer.testing import CliRunner
 
 from dlintro import config, runlist, train
 from dlintro.cli import app
+from tests.conftest import synthetic_config
 
-TINY = {
-    "name": "tiny",
-    "seed": 4,
-    "data": {
-        "dataset": "synthetic",
-        "params": {"num_train": 64, "num_test": 32},
-        "batch_size": 16,
-        "validation_split": 0.25,
-    },
-    "model": {"name": "gorner_conv"},
-    "train": {"epochs": 2},
-    "tensorboard": {"histogram_every_epochs": 0, "images": False},
-}
+TINY = synthetic_config(
+    "tiny",
+    seed=4,
+    num_train=64,
+    num_test=32,
+    batch_size=16,
+    data={"validation_split": 0.25},
+    train={"epochs": 2},
+    tensorboard={"histogram_every_epochs": 0, "images": False},
+)
 # finished, killed, running, failed (the names that `dlintro train` gives)
 NAMES = (
     "mnist_conv-20260101-120000",

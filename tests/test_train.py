@@ -12,21 +12,19 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dlintro import config, evaluate, train
 from dlintro.errors import UserError
+from tests.conftest import synthetic_config
 
-BASE = {
-    "name": "tiny",
-    "seed": 3,
-    "data": {
-        "dataset": "synthetic",
-        "params": {"num_train": 200, "num_test": 50},
-        "batch_size": 20,
-        "validation_split": 0.1,
-    },
-    "model": {"name": "gorner_conv"},
-    "optimizer": {"name": "adam", "learning_rate": 0.003},
-    "schedule": {"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
-    "train": {"epochs": 3, "log_every": 3},
-}
+BASE = synthetic_config(
+    "tiny",
+    seed=3,
+    num_train=200,
+    num_test=50,
+    batch_size=20,
+    data={"validation_split": 0.1},
+    optimizer={"name": "adam", "learning_rate": 0.003},
+    schedule={"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
+    train={"epochs": 3, "log_every": 3},
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +126,45 @@ def test_missing_data_files_name_the_files(tmp_path: Path) -> None:
         train.run(cfg, run_dir=tmp_path / "never", data_dir=tmp_path / "empty")
     assert "DLINTRO_DATA_DIR" in str(info.value)
     assert not (tmp_path / "never").exists()
+
+
+def test_progress_lines_fall_on_multiples_of_log_every(tmp_path: Path) -> None:
+    """10 steps per epoch, 4 per execution (cut at epoch ends), log_every 6: a line at the first
+    chunk end at or past each multiple of 6, not 6 after the last line (which would drift to
+    20, 28). Label smoothing is named in every line; no validation split, no validation run."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from dlintro.progress import PlainReporter
+
+    cfg = config.load(
+        data=synthetic_config(
+            "lines",
+            seed=1,
+            num_train=80,
+            num_test=16,
+            batch_size=8,
+            model={"name": "mlp", "params": {"hidden": [8]}},
+            train={
+                "epochs": 3,
+                "steps_per_execution": 4,
+                "log_every": 6,
+                "label_smoothing": 0.1,
+                "jit_compile": False,
+            },
+            tensorboard={"histogram_every_epochs": 0, "images": False},
+        )
+    )
+    out = StringIO()
+    train.run(cfg, run_dir=tmp_path / "run", reporter=PlainReporter(Console(file=out, width=400)))
+    lines = out.getvalue().splitlines()
+    steps = [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("step ")]
+    assert steps == [8, 14, 18, 24, 30]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[3] for line in epochs] == ["10", "20", "30"]
+    progress = [line for line in lines if line.startswith(("step ", "epoch "))]
+    assert len(progress) == 8 and all("smoothed loss " in line for line in progress)
+    assert "val_loss" not in out.getvalue()
+    logs = tmp_path / "run" / "logs"
+    assert (logs / "train").is_dir() and not (logs / "validation").exists()

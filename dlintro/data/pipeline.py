@@ -44,7 +44,6 @@ def eval_batch_size(batch_size: int, image_shape: tuple[int, ...]) -> int:
 class DataBundle:
     """Everything training needs from the data side."""
 
-    train: tf.data.Dataset
     validation: tf.data.Dataset | None
     test: tf.data.Dataset
     info: DatasetInfo
@@ -55,13 +54,18 @@ class DataBundle:
     normalization: dict[str, Any]
     # train_stream(start_step, drop_remainder=False, indices=False): the endless training
     # batches from global step `start_step` on, exactly those an uninterrupted run sees there
-    # (make_train_stream).
-    train_stream: Callable[..., tf.data.Dataset] | None = None
-    # True when the training batches carry soft labels float32 [B, C] (mixup / cutmix).
-    soft_labels: bool = False
+    # (make_train_stream). The only way training data is read.
+    train_stream: Callable[..., tf.data.Dataset]
     # train_stream's x (uint8 images, float32 on 0..255 when augmented, or indices into the
     # training images) -> the model's normalized float32; runs in the compiled step.
-    prepare: Callable[[tf.Tensor], tf.Tensor] = tf.identity
+    prepare: Callable[[tf.Tensor], tf.Tensor]
+    # True when the training batches carry soft labels float32 [B, C] (mixup / cutmix).
+    soft_labels: bool = False
+
+    def first_batch(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The run's first training batch (augmented, mixed), normalized as the model gets it."""
+        x, y = next(iter(self.train_stream(0)))
+        return self.prepare(x), y
 
 
 def _scale(mode: str) -> float:
@@ -149,34 +153,13 @@ def _batch_fn(
 
 
 def make_dataset(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    norm: dict[str, Any],
-    *,
-    shuffle_buffer: int | None = None,
-    augment: AugmentFn | None = None,
-    seed: int = 0,
-    mix: MixFn | None = None,
-    num_classes: int = 0,
+    x: np.ndarray, y: np.ndarray, batch_size: int, norm: dict[str, Any]
 ) -> tf.data.Dataset:
-    """One pipeline over in-memory uint8 arrays; shuffled when shuffle_buffer is given."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_buffer is not None:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes)
-    if augment is not None or mix is not None:
-        seeds = tf.data.Dataset.random(
-            seed=seed + AUGMENT_SEED_OFFSET, rerandomize_each_iteration=True
-        ).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda xy, s: convert(xy[0], xy[1], s),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    else:
-        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    """In-order, normalized batches of in-memory uint8 arrays: validation, test, prediction.
+    (Training reads make_train_stream.)"""
+    convert = _batch_fn(norm, x.shape[-1], augment=None)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -217,24 +200,28 @@ def make_train_stream(
     seed_t = tf.constant(seed, tf.int64)
     full = n // batch_size * batch_size
 
-    def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
+    def epoch_batches(epoch: tf.Tensor, with_labels: bool = False) -> tf.data.Dataset:
+        """Epoch `epoch`'s index batches (and their labels: gathered here once per epoch, one
+        op, rather than per batch in a map, which costs a small model a tenth of its step)."""
         keys = tf.random.stateless_uniform([n], seed=tf.stack([seed_t, epoch]))
         order = tf.argsort(keys)
         # Whole batches of indices at once: no per-example work in tf.data.
-        batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [-1, batch_size]))
+        parts = [tf.reshape(order[:full], [-1, batch_size])]
         if full < n and not drop_remainder:
-            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full:]))
+            parts.append(order[full:])
+        if with_labels:
+            parts = [(p, tf.gather(labels, p)) for p in parts]
+        batches = tf.data.Dataset.from_tensor_slices(parts[0])
+        if len(parts) > 1:
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(parts[1]))
         return batches
 
     start_epoch, start_batch = divmod(start_step, steps_per_epoch)
+    epochs = tf.data.Dataset.range(start_epoch, 2**62)
     if indices and augment is None and mix is None:
-
-        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-            return epoch_order(epoch).map(lambda i: (i, tf.gather(labels, i)))
-
-        ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
+        ds = epochs.flat_map(lambda e: epoch_batches(e, with_labels=True))
         return ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
-    order = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_order).skip(start_batch)
+    order = epochs.flat_map(epoch_batches).skip(start_batch)
     steps = tf.data.Dataset.range(start_step, 2**62)
 
     def gather(index: tf.Tensor, step: tf.Tensor) -> tuple:
@@ -326,16 +313,6 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         x_train, y_train = x_train[train_idx], y_train[train_idx]
         num_val = len(val_idx)
     norm = compute_normalization(data_cfg.normalize, x_train)
-    buffer = data_cfg.shuffle_buffer
-    if buffer is None:
-        buffer = len(x_train)
-    if buffer < 1:
-        raise UserError(f"shuffle_buffer must be at least 1 (or null for all), got {buffer}")
-    train = make_dataset(
-        x_train, y_train, batch_size, norm, shuffle_buffer=buffer, augment=augment, seed=seed,
-        **mixing,
-    )  # fmt: skip
-
     images = tf.constant(x_train)  # one copy, shared by the stream and the step
 
     def train_stream(
@@ -351,7 +328,6 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         validation = make_dataset(x_val, y_val, eval_batch, norm)
     test = make_dataset(arrays.x_test, arrays.y_test, eval_batch, norm)
     return DataBundle(
-        train=train,
         validation=validation,
         test=test,
         info=info,
