@@ -6,7 +6,11 @@ Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import sys
@@ -38,6 +42,47 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": os.environ.get("DLINTRO_DEBUG", "") not in ("", "0")}
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def _stderr_fd_silenced() -> Any:
+    """File descriptor 2 to /dev/null for a while: silences C++ code, which skips sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports TensorFlow, whenever a command first needs it, with its C++ start-up lines kept
+    off stderr: TensorFlow 2.21 logs them through absl before logging is set up, ignoring
+    TF_CPP_MIN_LOG_LEVEL, and a bad-input error must stay one line. Errors still raise."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once, and not for the lookup below
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        real = spec.loader
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+                return real.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                with _stderr_fd_silenced():
+                    real.exec_module(module)
+
+        spec.loader = Loader()
+        return spec
+
 
 ConfigArg = Annotated[Path, typer.Argument(help="A YAML config, such as configs/mnist_conv.yaml.")]
 SetOpt = Annotated[
@@ -109,6 +154,10 @@ def _main(
         _state["debug"] = True
     if not _state["debug"]:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if "tensorflow" not in sys.modules and not any(
+            isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path
+        ):
+            sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 # ----------------------------------------------------------------------------- train

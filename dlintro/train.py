@@ -28,7 +28,7 @@ from dlintro import checkpoint, config, data, distribute, evaluate, models, opti
 from dlintro.config import Config
 from dlintro.data import pipeline
 from dlintro.errors import DlintroError, UserError
-from dlintro.loop import DistributedStepRunner, StepRunner
+from dlintro.loop import DistributedStepRunner, Feed, StepRunner
 from dlintro.record import Recorder, Reporter, SilentReporter
 
 
@@ -248,6 +248,13 @@ class _Session:
     def close(self) -> None:
         keras.mixed_precision.set_global_policy("float32")
 
+    def feed(self, step: int) -> Feed:
+        """The training steps from global step `step` on (see Feed)."""
+        spe = self.bundle.steps_per_epoch
+        if not self.distributed and self.bundle.train_rows is not None:
+            return Feed(self.runner, spe, rows=self.bundle.train_rows)
+        return Feed(self.runner, spe, iterator=iter(self.stream(step)))
+
     def stream(self, step: int) -> Any:
         """The training batches from global step `step` on. One device gets index batches
         (the step gathers the images from memory); replicas get their slices of the images."""
@@ -378,7 +385,7 @@ class _Session:
     def _loop(self, path: Path, recorder: Recorder, stop: _SignalFlag, step: int) -> None:
         cfg, spe, runner = self.run_cfg, self.bundle.steps_per_epoch, self.runner
         ckpt = cfg.checkpoint
-        iterator = iter(self.stream(step))
+        feed = self.feed(step)
         last_save_step, last_save_time = step, time.monotonic()
         if step % spe:  # resumed mid-epoch: the running sums were restored; time restarts
             recorder.epoch_start()
@@ -387,8 +394,9 @@ class _Session:
                 runner.reset_metrics()
                 recorder.epoch_start()
             n = min(cfg.train.steps_per_execution, self.total_steps - step, spe - step % spe)
+            n = feed.chunk(step, n)
             t0 = time.perf_counter()
-            done = runner.run_steps(iterator, n)
+            done = feed.run(step, n)
             recorder.add_time(time.perf_counter() - t0, step, step + done)
             if done < n:
                 bad = float(runner.bad_loss.numpy())

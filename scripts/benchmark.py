@@ -89,20 +89,26 @@ class Dlintro(Contender):
         self.session = _Session(cfg, data_dir, None)
         self.session.build()
         self.spe = cfg.train.steps_per_execution
-        stream = self.session.stream(0)
-        if in_memory:  # one batch, ready for the model, repeated: no input work at all
-            x, y = next(iter(stream))
-            batch = self.session.bundle.prepare(x), y
+        self.feed, self.step = self.session.feed(0), 0
+        self.batches: tuple | None = None
+        if in_memory:  # one batch, ready for the model, as every row: no input work at all
+            x, y = self.session.bundle.first_batch()
             self.session.runner.prepare = tf.identity  # before the step is first traced
-            stream = tf.data.Dataset.from_tensors(batch).repeat()
-        self.iterator = iter(stream)
+            self.batches = tf.stack([x] * self.spe), tf.stack([y] * self.spe)
 
     def run(self, steps: int) -> float:
+        """`steps` steps as the training loop runs them (train._Session._loop): chunks of
+        steps_per_execution, cut at epoch ends, running metrics read after each."""
         runner, done = self.session.runner, 0
+        per_epoch = self.session.bundle.steps_per_epoch
         start = time.perf_counter()
         while done < steps:
-            n = min(self.spe, steps - done)
-            done += runner.run_steps(self.iterator, n)
+            n = min(self.spe, steps - done, per_epoch - self.step % per_epoch)
+            if self.batches is not None:
+                k = runner.run_rows(*self.batches, 0, n)
+            else:
+                k = self.feed.run(self.step, self.feed.chunk(self.step, n))
+            done, self.step = done + k, self.step + k
             runner.metrics()  # the loop reads the running metrics after every chunk
         return time.perf_counter() - start
 

@@ -418,6 +418,25 @@ def test_train_stream_is_raw_and_the_step_normalizes():
     assert float(aug.prepare(xa).numpy().std()) > 0.5
 
 
+def test_epoch_rows_are_the_index_stream_batches():
+    """One device without augmentation trains on each epoch's rows (loop.Feed): the same
+    batches, in the same order, as the index stream, epoch after epoch; a short last batch
+    is a [1, r] part of its own; augmented data has no rows (the stream augments)."""
+    from dlintro.data import build
+
+    b = build(_cfg(params={"num_train": 200}), seed=4)  # 200 = 4 x 48 + 8
+    stream = iter(b.train_stream(0, indices=True))
+    for epoch in range(3):
+        parts = b.train_rows(epoch)
+        assert [tuple(x.shape) for x, _ in parts] == [(4, 48), (1, 8)]
+        for xs, ys in parts:
+            for x, y in zip(xs, ys, strict=True):
+                i, yi = next(stream)
+                np.testing.assert_array_equal(x.numpy(), i.numpy())
+                np.testing.assert_array_equal(y.numpy(), yi.numpy())
+    assert build(_cfg(augment=AUG[:1]), seed=4).train_rows is None
+
+
 def test_augmentation_ops():
     import tensorflow as tf
 

@@ -189,13 +189,18 @@ def test_a_run_written_by_a_live_process_is_refused(uninterrupted: Path, tmp_pat
         sleeper.wait()
 
 
-def test_nan_loss_stops_with_step_and_learning_rate(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "feed",
+    [[], ["data.augment=[]"], ["data.augment=[]", "train.jit_compile=true"]],
+    ids=["stream", "rows", "rows-xla"],
+)
+def test_nan_loss_stops_with_step_and_learning_rate(feed: list[str], tmp_path: Path) -> None:
     diverging = {
         "model": {"name": "mlp", "params": {"hidden": [64, 64], "activation": "linear"}},
         "optimizer": {"name": "sgd", "learning_rate": 100.0},
         "schedule": {"name": "constant"},
     }
-    cfg = config.load(data=CONFIG | diverging, overrides=["train.deterministic=false"])
+    cfg = config.load(data=CONFIG | diverging, overrides=["train.deterministic=false", *feed])
     with pytest.raises(
         train.NonFiniteLoss, match=r"became (nan|inf) at step \d+ \(learning rate 100\)"
     ):

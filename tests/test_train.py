@@ -168,3 +168,49 @@ def test_progress_lines_fall_on_multiples_of_log_every(tmp_path: Path) -> None:
     assert "val_loss" not in out.getvalue()
     logs = tmp_path / "run" / "logs"
     assert (logs / "train").is_dir() and not (logs / "validation").exists()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_rows_feed_trains_as_the_stream_does(jit: bool) -> None:
+    """The rows feed (one device, nothing to augment) and the stream's iterator give the same
+    weights after the same steps, across a short last batch and an epoch end (XLA or not)."""
+    import keras
+
+    from dlintro.loop import Feed
+    from dlintro.train import _Session
+
+    cfg = config.load(
+        data=synthetic_config(
+            "feed",
+            seed=2,
+            num_train=88,
+            num_test=16,
+            batch_size=16,  # 5 x 16 + 8
+            model={"name": "mlp", "params": {"hidden": [8]}},
+            train={"steps": 14, "steps_per_execution": 4, "jit_compile": jit},
+        )
+    )
+    weights = []
+    for rows in (True, False):
+        session = _Session(cfg, None, None)
+        session.build()
+        spe = session.bundle.steps_per_epoch
+        feed = (
+            session.feed(0) if rows else Feed(session.runner, spe, iterator=iter(session.stream(0)))
+        )
+        assert (feed.rows is not None) == rows
+        step, chunks = 0, []
+        while step < 14:
+            n = feed.chunk(step, min(4, 14 - step, spe - step % spe))
+            assert feed.run(step, n) == n
+            step, chunks = step + n, [*chunks, n]
+        # Rows cut each epoch before its short last batch: 4, 1, 1 | 4, 1, 1 | 2
+        assert chunks == ([4, 1, 1, 4, 1, 1, 2] if rows else [4, 2, 4, 2, 2])
+        weights.append([w.numpy() for w in session.net.weights])
+        assert session.runner.metrics()["accuracy"] >= 0
+        keras.backend.clear_session()
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="cross a rows part"):
+        feed = Feed(session.runner, spe, rows=session.bundle.train_rows)
+        feed.run(4, 2)

@@ -61,6 +61,9 @@ class DataBundle:
     prepare: Callable[[tf.Tensor], tf.Tensor]
     # True when the training batches carry soft labels float32 [B, C] (mixup / cutmix).
     soft_labels: bool = False
+    # train_rows(epoch): that epoch's batches as index rows for StepRunner.run_rows (see
+    # epoch_rows); None when augmentations or mixing need the stream.
+    train_rows: Callable[[int], list[tuple[tf.Tensor, tf.Tensor]]] | None = None
 
     def first_batch(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The run's first training batch (augmented, mixed), normalized as the model gets it."""
@@ -163,6 +166,28 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def epoch_order(n: int, seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+    """The order in which epoch `epoch` visits n examples (int32 [n]): a pure function of
+    (seed, epoch), so a resumed run, the stream and the rows all agree."""
+    keys = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
+    return tf.argsort(keys)
+
+
+def epoch_rows(
+    labels: tf.Tensor, batch_size: int, seed: int, epoch: int
+) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """Epoch `epoch`'s batches as (indices, labels) rows: [(int32 [F, B], [F, B])] for the F
+    full batches, then [1, r] ones for a short last batch of r. The same batches, in the same
+    order, as make_train_stream(..., indices=True)."""
+    n = int(labels.shape[0])
+    order = epoch_order(n, tf.constant(seed, tf.int64), tf.constant(epoch, tf.int64))
+    full = n // batch_size * batch_size
+    parts = [tf.reshape(order[:full], [-1, batch_size])]
+    if full < n:
+        parts.append(order[None, full:])
+    return [(p, tf.gather(labels, p)) for p in parts]
+
+
 def make_train_stream(
     x: np.ndarray,
     y: np.ndarray,
@@ -203,8 +228,7 @@ def make_train_stream(
     def epoch_batches(epoch: tf.Tensor, with_labels: bool = False) -> tf.data.Dataset:
         """Epoch `epoch`'s index batches (and their labels: gathered here once per epoch, one
         op, rather than per batch in a map, which costs a small model a tenth of its step)."""
-        keys = tf.random.stateless_uniform([n], seed=tf.stack([seed_t, epoch]))
-        order = tf.argsort(keys)
+        order = epoch_order(n, seed_t, epoch)
         # Whole batches of indices at once: no per-example work in tf.data.
         parts = [tf.reshape(order[:full], [-1, batch_size])]
         if full < n and not drop_remainder:
@@ -323,6 +347,10 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
             drop_remainder=drop_remainder, indices=indices, **mixing,
         )  # fmt: skip
 
+    def train_rows(epoch: int) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        return epoch_rows(labels, batch_size, seed, epoch)
+
+    labels = tf.constant(y_train.astype(np.int32))
     eval_batch = eval_batch_size(batch_size, x_train.shape[1:])
     if num_val:
         validation = make_dataset(x_val, y_val, eval_batch, norm)
@@ -338,6 +366,7 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         normalization=norm,
         train_stream=train_stream,
         soft_labels=mix is not None,
+        train_rows=train_rows if augment is None and mix is None else None,
         prepare=train_preparer(images, norm),
     )
 
