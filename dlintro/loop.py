@@ -147,8 +147,10 @@ class StepRunner:
     ) -> tf.Tensor:
         done = tf.constant(0, tf.int64)
         for i in tf.range(steps):
-            y = ys[first + i]
-            loss, correct = self._train_step(xs[first + i], y)  # inlined: one compiled loop
+            # gather, not xs[first + i]: XLA takes a slice's bounds as compile-time constants
+            # and would compile the loop again for every `first`.
+            y = tf.gather(ys, first + i)
+            loss, correct = self._train_step(tf.gather(xs, first + i), y)  # inlined
             if not tf.math.is_finite(loss):
                 self.bad_loss.assign(loss)
                 break
