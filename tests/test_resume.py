@@ -233,3 +233,21 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     assert f"the previous checkpoint ({previous.name}) is intact" in err
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
     assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_rows_feed_resumes_mid_epoch_to_identical_weights(tmp_path: Path) -> None:
+    """Without augmentation one device trains on index rows (loop.Feed): stopped mid-epoch
+    (step 20 of 13-step epochs, whose last batch is short) and resumed, it ends where an
+    uninterrupted run ends."""
+    rows = CONFIG | {
+        "data": CONFIG["data"] | {"augment": [], "params": {"num_train": 200, "num_test": 32}},
+        "checkpoint": {"every_steps": None, "keep": 2},
+    }
+    steps = ["train.epochs=null", "train.steps=39"]
+    whole = train.run(config.load(data=rows, overrides=steps), run_dir=tmp_path / "whole")
+    cut = config.load(data=rows, overrides=["train.epochs=null", "train.steps=20"])
+    train.run(cut, run_dir=tmp_path / "cut")
+    resumed = train.resume(tmp_path / "cut", ["train.steps=39"], force=True)
+    assert whole.steps == resumed.steps == 39
+    for a, b in zip(_weights(tmp_path / "whole"), _weights(tmp_path / "cut"), strict=True):
+        np.testing.assert_array_equal(a, b)
