@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from dlintro import __version__
 from dlintro.errors import DlintroError, UserError
+from dlintro.quiet import native_stderr_off
 
 _STARTED = time.time()  # wall times count from the command's start
 
@@ -42,20 +42,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": os.environ.get("DLINTRO_DEBUG", "") not in ("", "0")}
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@contextlib.contextmanager
-def _stderr_fd_silenced() -> Any:
-    """File descriptor 2 to /dev/null for a while: silences C++ code, which skips sys.stderr."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
@@ -77,7 +63,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
                 return real.create_module(spec)
 
             def exec_module(self, module: Any) -> None:
-                with _stderr_fd_silenced():
+                with native_stderr_off():
                     real.exec_module(module)
 
         spec.loader = Loader()

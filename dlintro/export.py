@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from dlintro.errors import UserError
+from dlintro.quiet import native_stderr_off
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8")
@@ -206,28 +206,12 @@ def _quiet() -> Iterator[None]:
     try:
         for lg in loggers:
             lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), _native_stderr_off():
+        with warnings.catch_warnings(), native_stderr_off():
             warnings.simplefilter("ignore")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-@contextlib.contextmanager
-def _native_stderr_off() -> Iterator[None]:
-    if os.environ.get("DLINTRO_DEBUG", "") not in ("", "0"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _tflite_bytes(wrapper: Any, quantize: str | None, representative: np.ndarray | None) -> bytes:
