@@ -166,11 +166,20 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def epoch_order(n: int, seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
-    """The order in which epoch `epoch` visits n examples (int32 [n]): a pure function of
-    (seed, epoch), so a resumed run, the stream and the rows all agree."""
+def epoch_indices(
+    n: int, batch_size: int, seed: tf.Tensor, epoch: tf.Tensor, drop_remainder: bool = False
+) -> list[tf.Tensor]:
+    """Epoch `epoch`'s batches of indices into n examples: int32 [F, B] for the F full batches,
+    then the short last one [r] (unless drop_remainder). The order is argsort(stateless_uniform
+    (n, [seed, epoch])): a pure function of (seed, epoch), so a resumed run, the stream and the
+    rows all agree."""
     keys = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
-    return tf.argsort(keys)
+    order = tf.argsort(keys)
+    full = n // batch_size * batch_size
+    parts = [tf.reshape(order[:full], [-1, batch_size])]
+    if full < n and not drop_remainder:
+        parts.append(order[full:])
+    return parts
 
 
 def epoch_rows(
@@ -179,13 +188,10 @@ def epoch_rows(
     """Epoch `epoch`'s batches as (indices, labels) rows: [(int32 [F, B], [F, B])] for the F
     full batches, then [1, r] ones for a short last batch of r. The same batches, in the same
     order, as make_train_stream(..., indices=True)."""
-    n = int(labels.shape[0])
-    order = epoch_order(n, tf.constant(seed, tf.int64), tf.constant(epoch, tf.int64))
-    full = n // batch_size * batch_size
-    parts = [tf.reshape(order[:full], [-1, batch_size])]
-    if full < n:
-        parts.append(order[None, full:])
-    return [(p, tf.gather(labels, p)) for p in parts]
+    seed_t, epoch_t = tf.constant(seed, tf.int64), tf.constant(epoch, tf.int64)
+    parts = epoch_indices(int(labels.shape[0]), batch_size, seed_t, epoch_t)
+    rows = [p if p.shape.rank == 2 else p[None] for p in parts]
+    return [(r, tf.gather(labels, r)) for r in rows]
 
 
 def make_train_stream(
@@ -223,16 +229,12 @@ def make_train_stream(
     labels = tf.cast(labels, tf.int32)
     convert = _batch_fn(norm, x.shape[-1], augment, mix, num_classes, normalize=False)
     seed_t = tf.constant(seed, tf.int64)
-    full = n // batch_size * batch_size
 
     def epoch_batches(epoch: tf.Tensor, with_labels: bool = False) -> tf.data.Dataset:
         """Epoch `epoch`'s index batches (and their labels: gathered here once per epoch, one
         op, rather than per batch in a map, which costs a small model a tenth of its step)."""
-        order = epoch_order(n, seed_t, epoch)
         # Whole batches of indices at once: no per-example work in tf.data.
-        parts = [tf.reshape(order[:full], [-1, batch_size])]
-        if full < n and not drop_remainder:
-            parts.append(order[full:])
+        parts = epoch_indices(n, batch_size, seed_t, epoch, drop_remainder)
         if with_labels:
             parts = [(p, tf.gather(labels, p)) for p in parts]
         batches = tf.data.Dataset.from_tensor_slices(parts[0])
