@@ -124,39 +124,35 @@ class StepRunner:
         correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float64))
         return loss, correct
 
-    def _count(self, y: tf.Tensor, loss: tf.Tensor, correct: tf.Tensor) -> None:
-        n = tf.cast(tf.shape(y)[0], tf.float64)
-        self.loss_sum.assign_add(tf.cast(loss, tf.float64) * n)
-        self.correct.assign_add(correct)
-        self.seen.assign_add(n)
-
-    def _run_steps(self, iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+    def _steps(self, steps: tf.Tensor, batch: Callable[[tf.Tensor], Any], step: Any) -> tf.Tensor:
+        """Up to `steps` steps of `step` on batch(i), adding to the running sums; stops at a
+        non-finite loss (kept in bad_loss). Returns the steps done."""
         done = tf.constant(0, tf.int64)
-        for _ in tf.range(steps):
-            x, y = next(iterator)
-            loss, correct = self._step(x, y)
+        for i in tf.range(steps):
+            x, y = batch(i)
+            loss, correct = step(x, y)
             if not tf.math.is_finite(loss):
                 self.bad_loss.assign(loss)
                 break
-            self._count(y, loss, correct)
+            n = tf.cast(tf.shape(y)[0], tf.float64)
+            self.loss_sum.assign_add(tf.cast(loss, tf.float64) * n)
+            self.correct.assign_add(correct)
+            self.seen.assign_add(n)
             done += 1
         return done
+
+    def _run_steps(self, iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        return self._steps(steps, lambda _: next(iterator), self._step)
 
     def _run_rows(
         self, xs: tf.Tensor, ys: tf.Tensor, first: tf.Tensor, steps: tf.Tensor
     ) -> tf.Tensor:
-        done = tf.constant(0, tf.int64)
-        for i in tf.range(steps):
-            # gather, not xs[first + i]: XLA takes a slice's bounds as compile-time constants
-            # and would compile the loop again for every `first`.
-            y = tf.gather(ys, first + i)
-            loss, correct = self._train_step(tf.gather(xs, first + i), y)  # inlined
-            if not tf.math.is_finite(loss):
-                self.bad_loss.assign(loss)
-                break
-            self._count(y, loss, correct)
-            done += 1
-        return done
+        # gather, not xs[first + i]: XLA takes a slice's bounds as compile-time constants and
+        # would compile the loop again for every `first`. The step is inlined: one loop.
+        def row(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return tf.gather(xs, first + i), tf.gather(ys, first + i)
+
+        return self._steps(steps, row, self._train_step)
 
     def run_steps(self, iterator: Any, steps: int) -> int:
         """Run up to `steps` steps; fewer only when a loss was NaN or infinite (see bad_loss)."""
