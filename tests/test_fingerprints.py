@@ -1,0 +1,100 @@
+"""Refactoring guard: two small configs train to the weights recorded before the house
+reorganisation (issue 15). On the CPU kind they were recorded on, the SHA-256 of the final
+weights must match exactly; on any CPU, every variable's sum and norm must match to 1e-3
+(other kernels change the last bits, never a recipe's result).
+
+Record again only when a change is *meant* to change training: `python
+tests/test_fingerprints.py --record` (adds this machine's kind to the file).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import synthetic_config  # noqa: E402
+
+RECORD = Path(__file__).with_name("fingerprints.json")
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    # One device, nothing to augment: the rows feed; Adam, decay, validation, label smoothing.
+    "rows_conv": synthetic_config(
+        "fp_rows", seed=11, num_train=240, num_test=40, batch_size=24,
+        data={"validation_split": 0.1},
+        optimizer={"name": "adam", "learning_rate": 0.003},
+        schedule={"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
+        train={"epochs": 2, "label_smoothing": 0.1, "log_every": 5},
+    ),
+    # Augmented stream: SGD with momentum, L2, dropout, mixup, a cosine schedule.
+    "stream_mlp": synthetic_config(
+        "fp_stream", seed=5, num_train=200, num_test=40, batch_size=20,
+        model={"name": "mlp", "params": {"hidden": [64, 32], "dropout": 0.2}},
+        data={"augment": [{"name": "random_crop", "params": {"padding": 2}},
+                          {"name": "mixup", "params": {"alpha": 0.2}}]},
+        optimizer={"name": "sgd", "learning_rate": 0.05, "params": {"momentum": 0.9}},
+        schedule={"name": "cosine"},
+        train={"steps": 25, "l2": 1e-4, "log_every": 5},
+    ),
+}  # fmt: skip
+
+
+def cpu_kind() -> str:
+    """What decides which float kernels run: architecture, widest vector ISA, TF version."""
+    import tensorflow as tf
+
+    flags = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    words = set(flags.split())
+    isa = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in words), "base")
+    return f"{platform.machine()}-{isa}-tf{tf.__version__}"
+
+
+def train_config(name: str, tmp: Path) -> dict[str, Any]:
+    from dlintro import config, train
+
+    cfg = config.load(data=CONFIGS[name])
+    result = train.run(cfg, run_dir=tmp / name)
+    import keras
+
+    model = keras.saving.load_model(result.run_dir / "model.keras", compile=False)
+    stats = [[float(np.sum(w, dtype=np.float64)), float(np.linalg.norm(w))]
+             for w in model.get_weights()]  # fmt: skip
+    return {"sha256": result.fingerprint, "stats": stats}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_weights_as_recorded(name: str, tmp_path: Path) -> None:
+    recorded = json.loads(RECORD.read_text())[name]
+    got = train_config(name, tmp_path)
+    want = recorded["stats"]
+    assert len(got["stats"]) == len(want)
+    np.testing.assert_allclose(np.array(got["stats"]), np.array(want), rtol=1e-3, atol=1e-4)
+    kind = cpu_kind()
+    if kind in recorded["sha256"]:
+        assert got["sha256"] == recorded["sha256"][kind]
+
+
+if __name__ == "__main__" and "--record" in sys.argv:
+    import tempfile
+
+    old = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in sorted(CONFIGS):
+            got = train_config(key, Path(tmp))
+            entry = old.get(key, {"sha256": {}})
+            entry["sha256"][cpu_kind()] = got["sha256"]
+            entry.setdefault("stats", got["stats"])
+            old[key] = entry
+    RECORD.write_text(json.dumps(old, indent=1) + "\n")
+    print(f"recorded {sorted(CONFIGS)} for {cpu_kind()}")
