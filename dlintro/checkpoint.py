@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,35 @@ import numpy as np
 from dlintro.errors import DlintroError, UserError
 
 PREFIX = "step-"
+
+
+class Policy:
+    """When the training loop saves: at epoch ends (`at_epoch_end`), at the last step, every
+    `every_steps` steps, every `every_minutes` minutes, and when it is stopping (a signal);
+    never twice for one step. `cfg` is the config's checkpoint section."""
+
+    def __init__(
+        self, cfg: Any, step: int, total_steps: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.cfg, self.total_steps, self.clock = cfg, total_steps, clock
+        self.saved(step)
+
+    def due(self, step: int, epoch_end: bool, stopping: bool) -> bool:
+        """Whether a checkpoint is due after global step `step`."""
+        cfg = self.cfg
+        if step <= self.last_step:
+            return False
+        return bool(
+            (epoch_end and cfg.at_epoch_end)
+            or step == self.total_steps
+            or (cfg.every_steps and step - self.last_step >= cfg.every_steps)
+            or (cfg.every_minutes and self.clock() - self.last_time >= 60 * cfg.every_minutes)
+            or stopping
+        )
+
+    def saved(self, step: int) -> None:
+        """Note that the state at `step` is saved (or, at the start, is where training began)."""
+        self.last_step, self.last_time = step, self.clock()
 
 
 def _variables(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict[str, list]:

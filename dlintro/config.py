@@ -16,8 +16,10 @@ import pydantic
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from dlintro import yamlfile
 from dlintro.errors import UserError
 from dlintro.registry import ParamsError, did_you_mean
+from dlintro.yamlfile import KeyPath
 
 
 class FrozenDict(dict):
@@ -181,120 +183,10 @@ class Config(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-# --------------------------------------------------------------------------- YAML with positions
-
-
-class _FloatSafeLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
-
-
-_FloatSafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-Path_ = tuple[str | int, ...]
-
-
-def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, str]]:
-    """Parse YAML safely; return the data and a map from key path to 'file:line'."""
-    try:
-        node = yaml.compose(text, Loader=_FloatSafeLoader)
-        data = yaml.load(text, Loader=_FloatSafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise UserError(f"{where}: YAML syntax error: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{source}: YAML error: {exc}") from None
-    positions: dict[Path_, str] = {}
-
-    def walk(n: yaml.Node, path: Path_) -> None:
-        positions[path] = f"{source}:{n.start_mark.line + 1}"
-        if isinstance(n, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in n.value:
-                key = key_node.value
-                if key in seen:
-                    raise UserError(
-                        f"{source}:{key_node.start_mark.line + 1}: duplicate key "
-                        f"'{_dotted((*path, key))}'"
-                    )
-                seen.add(key)
-                walk(value_node, (*path, key))
-                positions[(*path, key)] = f"{source}:{key_node.start_mark.line + 1}"
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*path, i))
-
-    if node is not None:
-        walk(node, ())
-    return data, positions
-
-
-def _dotted(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _where(positions: dict[Path_, str], path: Path_, default: str) -> str:
-    for n in range(len(path), -1, -1):
-        if path[:n] in positions:
-            return positions[path[:n]]
-    return default
-
-
-# --------------------------------------------------------------------------- overrides
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b=c' -> (['a', 'b'], c) with c read as YAML (so numbers, lists and null work)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or not all(key.split(".")):
-        raise UserError(f"--set {text}: expected KEY=VALUE, for example --set data.batch_size=64")
-    try:
-        value = yaml.load(raw, Loader=_FloatSafeLoader) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"--set {text}: the value is not valid YAML: {problem}") from None
-    return key.strip().split("."), value
-
-
-def _apply_override(data: dict[str, Any], text: str, positions: dict[Path_, str]) -> None:
-    keys, value = parse_override(text)
-    node = data
-    for i, key in enumerate(keys[:-1]):
-        prefix = tuple(keys[: i + 1])
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        elif not isinstance(child, dict):
-            raise UserError(f"--set {text}: '{'.'.join(prefix)}' is not a section")
-        if positions.get(prefix, "--set").startswith("--set"):
-            # A section that only --set made answers for the latest --set that touched it.
-            positions[prefix] = f"--set {text}"
-        node = child
-    node[keys[-1]] = value
-    path = tuple(keys)
-    for p in [p for p in positions if p[: len(path)] == path]:
-        del positions[p]
-    positions[path] = f"--set {text}"
-
-
 # --------------------------------------------------------------------------- validation
 
 
-def _fields_at(path: Path_) -> list[str]:
+def _fields_at(path: KeyPath) -> list[str]:
     """Valid keys of the config section at `path` (for did-you-mean on unknown keys)."""
     model: Any = Config
     for part in path:
@@ -316,7 +208,7 @@ def _format_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> Path_:
+def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
     """Drop the union-member labels pydantic puts in error locations ('literal[...]', ...)."""
     return tuple(
         p
@@ -334,11 +226,11 @@ _REMOVED = {
 }
 
 
-def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], src: str) -> str:
+def _pydantic_error(exc: pydantic.ValidationError, positions: dict[KeyPath, str], src: str) -> str:
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     loc = _clean_loc(tuple(errors[0]["loc"]))
-    where = _where(positions, loc, src)
-    key = _dotted(loc)
+    where = yamlfile.where(positions, loc, src)
+    key = yamlfile.dotted(loc)
     err = errors[0]
     if err["type"] == "extra_forbidden":
         if key in _REMOVED:
@@ -365,48 +257,55 @@ def _pydantic_error(exc: pydantic.ValidationError, positions: dict[Path_, str], 
     return f"{where}: {key} = {_format_value(value)}: {msg}"
 
 
-def _check_names(cfg: Config, positions: dict[Path_, str], src: str) -> None:
+def _check_names(cfg: Config, positions: dict[KeyPath, str], src: str) -> None:
     """Check registry names and builder params (imports the registries, hence TensorFlow)."""
     from dlintro import models, optim, schedules
     from dlintro.data import AUGMENTATIONS, DATASETS
 
-    checks: list[tuple[Path_, Any, str, Params, tuple[str, ...]]] = [
-        (("data",), DATASETS, cfg.data.dataset, cfg.data.params, ("root",)),
-        (("model",), models.MODELS, cfg.model.name, cfg.model.params, models.SUPPLIED),
-        (
-            ("optimizer",),
-            optim.OPTIMIZERS,
-            cfg.optimizer.name,
-            cfg.optimizer.params,
-            optim.SUPPLIED,
-        ),
-        (
-            ("schedule",),
-            schedules.SCHEDULES,
-            cfg.schedule.name,
-            cfg.schedule.params,
-            optim.SUPPLIED,
-        ),
+    checks: list[tuple[KeyPath, Any, str, Params]] = [
+        (("data",), DATASETS, cfg.data.dataset, cfg.data.params),
+        (("model",), models.MODELS, cfg.model.name, cfg.model.params),
+        (("optimizer",), optim.OPTIMIZERS, cfg.optimizer.name, cfg.optimizer.params),
+        (("schedule",), schedules.SCHEDULES, cfg.schedule.name, cfg.schedule.params),
     ]
     for i, aug in enumerate(cfg.data.augment):
-        checks.append((("data", "augment", i), AUGMENTATIONS, aug.name, aug.params, ()))
-    for section, registry, name, params, skip in checks:
-        name_key: Path_ = (*section, "dataset" if section == ("data",) else "name")
+        checks.append((("data", "augment", i), AUGMENTATIONS, aug.name, aug.params))
+    for section, registry, name, params in checks:
+        name_key: KeyPath = (*section, "dataset" if section == ("data",) else "name")
         try:
             registry.get(name)
         except UserError as exc:
             raise UserError(
-                f"{_where(positions, name_key, src)}: {_dotted(name_key)}: {exc}"
+                f"{yamlfile.where(positions, name_key, src)}: {yamlfile.dotted(name_key)}: {exc}"
             ) from None
         try:
-            registry.check_params(name, params, skip)
+            registry.check_params(name, params)  # the arguments dlintro supplies are skipped
         except ParamsError as exc:
             loc, msg, value = exc.errors[0]
             path = (*section, "params", *loc)
-            where = _where(positions, path, src)
+            where = yamlfile.where(positions, path, src)
             if msg.startswith(("unknown parameter", "missing required")):
-                raise UserError(f"{where}: {_dotted(path)}: {msg}") from None
-            raise UserError(f"{where}: {_dotted(path)} = {_format_value(value)}: {msg}") from None
+                raise UserError(f"{where}: {yamlfile.dotted(path)}: {msg}") from None
+            raise UserError(
+                f"{where}: {yamlfile.dotted(path)} = {_format_value(value)}: {msg}"
+            ) from None
+
+
+def _check_consistency(cfg: Config, positions: dict[KeyPath, str], src: str) -> None:
+    """Rules that join sections, checked before anything is built: a schedule that monitors a
+    validation metric needs a validation split."""
+    from dlintro import schedules
+
+    monitor = cfg.schedule.params.get("monitor")
+    if monitor is None:
+        param = schedules.SCHEDULES.params(cfg.schedule.name).get("monitor")
+        monitor = param.default if param is not None else ""
+    if str(monitor).startswith("val_") and not cfg.data.validation_split:
+        where = yamlfile.where(positions, ("schedule",), src)
+        raise UserError(
+            f"{where}: schedule {cfg.schedule.name} monitors {monitor}, but there is no "
+            "validation set: set data.validation_split > 0 or schedule.params.monitor: loss"
+        )
 
 
 def load(
@@ -428,16 +327,16 @@ def load(
             raise UserError(f"{src}: no such config file") from None
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
             raise UserError(f"{src}: cannot read the config: {exc}") from None
-        raw, positions = _parse_yaml(text, src)
+        raw, positions = yamlfile.parse(text, src)
     else:
         src, raw, positions = "<config>", data if data is not None else {}, {}
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"{src}:1: a config is a mapping of keys (name:, model:, ...)")
-    raw = _deep_copy(raw)
+    raw = yamlfile.deep_copy(raw)
     for text in overrides:
-        _apply_override(raw, text, positions)
+        yamlfile.apply_override(raw, text, positions)
     try:
         cfg = Config.model_validate(raw)
     except pydantic.ValidationError as exc:
@@ -446,6 +345,7 @@ def load(
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
     if check_names:
         _check_names(cfg, positions, src)
+        _check_consistency(cfg, positions, src)
     return cfg
 
 
@@ -475,11 +375,3 @@ def diff(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
 
 def is_breaking(key: str) -> bool:
     return any(key == b or key.startswith(b + ".") for b in BREAKING)
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

@@ -36,9 +36,20 @@ def set_logical_cpus(n: int) -> None:
             ) from None
 
 
+def cluster_source() -> str:
+    """Where a multi-worker cluster would come from: "TF_CONFIG" when it is set, else "Slurm"
+    inside an srun job step, else "none"."""
+    if os.environ.get("TF_CONFIG"):
+        return "TF_CONFIG"
+    if all(v in os.environ for v in SLURM_VARS):
+        return "Slurm"
+    return "none"
+
+
 def cluster_resolver() -> Any:
     """TF_CONFIG's cluster, else Slurm's (srun), else a UserError saying what to set."""
-    if os.environ.get("TF_CONFIG"):
+    source = cluster_source()
+    if source == "TF_CONFIG":
         try:
             spec = json.loads(os.environ["TF_CONFIG"])
             _ = spec["cluster"]["worker"], spec["task"]["index"]
@@ -49,7 +60,7 @@ def cluster_resolver() -> Any:
                 '"index": 0}}'
             ) from None
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    if all(v in os.environ for v in SLURM_VARS):
+    if source == "Slurm":
         port = int(os.environ.get("DLINTRO_SLURM_PORT", "8888"))
         gpus = len(tf.config.list_physical_devices("GPU"))
         if gpus:
@@ -70,6 +81,39 @@ def cluster_resolver() -> Any:
 def auto_choice() -> str:
     """What strategy `auto` picks here: mirrored over several GPUs, else the default."""
     return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
+
+
+def accelerated() -> bool:
+    """Whether this process has an accelerator (any physical device but a CPU)."""
+    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+
+
+def environment() -> dict[str, Any]:
+    """The facts `dlintro env` shows: versions, devices, threads, what `auto` would pick and
+    where a cluster would come from (json-able values; lists the devices, which starts the
+    TensorFlow runtime)."""
+    import platform
+
+    import keras
+
+    from dlintro import __version__
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "dlintro": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_count": os.cpu_count(),
+        "physical_devices": [d.name for d in tf.config.list_physical_devices()],
+        "logical_devices": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": len(gpus),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "auto_strategy": auto_choice(),
+        "cluster": cluster_source(),
+        "xla_on_auto": accelerated(),
+    }
 
 
 def build(dist: Any) -> tf.distribute.Strategy:

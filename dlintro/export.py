@@ -32,14 +32,10 @@ TensorFlow, Keras and the optional runtimes are imported inside the functions.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import json
-import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,13 +44,12 @@ from typing import Any
 import numpy as np
 
 from dlintro.errors import UserError
-from dlintro.quiet import native_stderr_off
+from dlintro.runtimes import INPUT_NAME, RUNTIMES, quiet, run_artifact, tflite_interpreter_name
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8")
 PARITY_IMAGES = 300
 REPRESENTATIVE_IMAGES = 200
-INPUT_NAME = "image"
 EXTRA = "pip install 'dlintro[export]'"
 
 
@@ -156,9 +151,9 @@ def wrap(model: Any, input_shape: tuple[int, int, int], normalization: dict[str,
     """
     import keras
 
-    from dlintro.data.pipeline import _check_normalization
+    from dlintro.data import normalization as norm
 
-    scale, mean, std = _check_normalization(normalization, input_shape[-1])
+    scale, mean, std = norm.check(normalization, input_shape[-1])
     inputs = keras.Input(input_shape, dtype="uint8", name=INPUT_NAME)
     x = keras.layers.Rescaling(scale, offset=[-m for m in mean], dtype="float32",
                                name="scale_and_center")(inputs)  # fmt: skip
@@ -195,25 +190,6 @@ def float32_copy(model: Any) -> Any:
     return copy
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the converters' and runtimes' chatter: Python warnings, INFO logs (tf2onnx,
-    absl), and what their C++ code prints on file descriptor 2 (the TFLite quantizer's settings,
-    "Created TensorFlow Lite XNNPACK delegate"). Errors still arrive as exceptions;
-    DLINTRO_DEBUG=1 keeps file descriptor 2 open."""
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "absl", "tensorflow")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), native_stderr_off():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _tflite_bytes(wrapper: Any, quantize: str | None, representative: np.ndarray | None) -> bytes:
     import tensorflow as tf
 
@@ -243,7 +219,7 @@ def _write(wrapper: Any, fmt: str, path: Path, quantize: str | None, rep: Any) -
         raise UserError(f"{path.parent}: cannot create the directory: {exc.strerror}") from None
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        with _quiet():
+        with quiet():
             if fmt == "keras":
                 wrapper.save(tmp)
             elif fmt == "savedmodel":
@@ -261,75 +237,6 @@ def _write(wrapper: Any, fmt: str, path: Path, quantize: str | None, rep: Any) -
         else:
             tmp.unlink(missing_ok=True)
         raise
-
-
-# ----------------------------------------------------------------------------- runtimes
-
-
-def _run_keras(path: Path, x: np.ndarray) -> np.ndarray:
-    from dlintro.evaluate import load_model
-
-    model = load_model(path)
-    return np.asarray(model.predict_on_batch(x))
-
-
-def _run_savedmodel(path: Path, x: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    serve = loaded.signatures["serving_default"]
-    outputs = serve(**{INPUT_NAME: tf.constant(x)})
-    return next(iter(outputs.values())).numpy()
-
-
-def tflite_interpreter(**kwargs: Any) -> tuple[Any, str]:
-    """The LiteRT interpreter (ai_edge_litert), else TensorFlow's deprecated tf.lite one."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter(**kwargs), "ai_edge_litert"
-    except ImportError:
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return tf.lite.Interpreter(**kwargs), "tf.lite.Interpreter"
-
-
-def run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    """Run a .tflite model on a uint8 batch."""
-    interpreter, _ = tflite_interpreter(model_path=str(path))
-    inp = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(inp["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    interpreter.invoke()
-    out = interpreter.get_output_details()[0]
-    y = interpreter.get_tensor(out["index"])
-    scale, zero = out.get("quantization", (0.0, 0))
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        y = (y.astype(np.float32) - zero) * scale
-    return np.asarray(y, np.float32)
-
-
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    """Run an .onnx model on a uint8 batch with onnxruntime."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.asarray(session.run(None, {name: x})[0])
-
-
-RUNTIMES = {"keras": "keras", "savedmodel": "tf.saved_model", "onnx": "onnxruntime"}
-
-
-def run_artifact(fmt: str, path: Path, x: np.ndarray, batch: int = 100) -> np.ndarray:
-    """Probabilities of an exported artifact on uint8 images, with its own runtime."""
-    fn = {"keras": _run_keras, "savedmodel": _run_savedmodel, "tflite": run_tflite,
-          "onnx": run_onnx}[fmt]  # fmt: skip
-    with _quiet():
-        return np.concatenate([fn(path, x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def compare(
@@ -357,12 +264,12 @@ def export_run(
     num_images: int = PARITY_IMAGES,
 ) -> ExportResult:
     """Write a run's model as `fmt` with the preprocessing built in, then check its parity."""
-    from dlintro import evaluate, runs
-    from dlintro.data.sources import data_root, load_dataset
-    from dlintro.predict import probabilities, run_spec
+    from dlintro import runs
+    from dlintro.data import data_root, load_dataset, normalization
+    from dlintro.predict import probabilities
 
-    spec = run_spec(run_dir)
-    path = check_request(spec.run_dir, fmt, quantize, out, force)
+    path = check_request(runs.open_run(run_dir), fmt, quantize, out, force)  # before any work
+    spec = runs.run_spec(run_dir)
     cfg = spec.config
     _, arrays = load_dataset(cfg.data.dataset, data_root(data_dir), cfg.data.params)
     if tuple(arrays.x_test.shape[1:]) != spec.input_shape:
@@ -379,7 +286,7 @@ def export_run(
         n = min(REPRESENTATIVE_IMAGES, len(arrays.x_train))
         representative = arrays.x_train[np.sort(rng.choice(len(arrays.x_train), n, False))]
 
-    model = evaluate.load_model(runs.model_path(spec.run_dir))
+    model = runs.load_model(runs.model_path(spec.run_dir))
     reference = probabilities(spec, model, x_test)
     half = mixed_precision(model)
     if half and fmt == "tflite":  # TFLite has no float16 convolution kernels
@@ -415,7 +322,10 @@ def export_run(
             "meaning": "class probabilities (softmax), in class_names order",
         },
         "preprocessing": "built in: (x * scale - mean) / std per channel, then the model",
-        "normalization": {**spec.normalization, "scale": _scale(spec.normalization)},
+        "normalization": {
+            **spec.normalization,
+            "scale": normalization.scale(spec.normalization["mode"]),
+        },
         "class_names": list(spec.class_names),
         "parity": asdict(parity),
     }
@@ -424,23 +334,10 @@ def export_run(
                         len(spec.class_names), parity)  # fmt: skip
 
 
-def _scale(normalization: dict[str, Any]) -> float:
-    return 1.0 if normalization.get("mode") == "none" else 1.0 / 255.0
-
-
-def tflite_interpreter_name() -> str:
-    return "ai_edge_litert" if importlib.util.find_spec("ai_edge_litert") else "tf.lite"
-
-
 def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def describe(result: ExportResult) -> dict[str, Any]:
-    """A json-able summary of an export."""
-    return json.loads(json.dumps(asdict(result), default=str))
 
 
 __all__ = [
@@ -455,6 +352,5 @@ __all__ = [
     "default_path",
     "export_run",
     "info_path",
-    "run_artifact",
     "wrap",
 ]

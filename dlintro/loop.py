@@ -55,8 +55,13 @@ class StepRunner:
         label_smoothing: float = 0.0,
         l2: float = 0.0,
         prepare: Callable[[tf.Tensor], tf.Tensor] | None = None,
+        replicas: int = 1,
+        global_batch: int = 0,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        # Under a strategy (DistributedStepRunner): the replica count and the global batch
+        # that each replica's loss is a share of; 1 and 0 (no share) on one device.
+        self.replicas, self.global_batch = replicas, global_batch
         # Turns the stream's images (uint8, or augmented float32 on 0..255) into the model's
         # normalized float32 inside the compiled step, where XLA can fuse it (DataBundle.prepare).
         self.prepare = prepare or (lambda x: x)
@@ -101,40 +106,55 @@ class StepRunner:
         squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.kernels]
         return 0.5 * self.l2 * tf.add_n(squares)
 
-    def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _loss_and_gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
+        """(loss, correct count, gradients) of one batch: the whole batch on one device, a
+        replica's slice under a strategy. A replica's data loss is its examples' share of the
+        global batch's mean and the global terms (layer losses, L2) are split over the
+        replicas, so that the gradients summed across replicas equal one device's on the
+        whole batch (on one device both factors are 1)."""
         model, optimizer = self.model, self.optimizer
         x = self.prepare(x)
         with tf.GradientTape() as tape:
             probs, loss = self.outputs_loss(y, model(x, training=True))
+            if self.global_batch:
+                loss = loss * tf.cast(tf.shape(x)[0], tf.float32) / self.global_batch
             if model.losses:
-                loss += tf.add_n(model.losses)
+                loss += tf.add_n(model.losses) / self.replicas
             if self.l2 and self.kernels:
-                loss += tf.cast(self.l2_penalty(), loss.dtype)
+                loss += tf.cast(self.l2_penalty(), loss.dtype) / self.replicas
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        finite = tf.math.is_finite(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
-
-        def apply() -> tf.Tensor:
-            optimizer.apply(grads, model.trainable_variables)
-            return tf.constant(True)
-
-        tf.cond(finite, apply, lambda: tf.constant(False))
         predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
         truth = tf.cast(y, tf.int32) if y.shape.rank == 1 else tf.argmax(y, -1, tf.int32)
         correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float64))
-        return loss, correct
+        return loss, correct, grads
+
+    def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
+        """One step on one device: (loss, correct, examples); a non-finite loss applies no
+        update."""
+        loss, correct, grads = self._loss_and_gradients(x, y)
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply(grads, self.model.trainable_variables)
+            return tf.constant(True)
+
+        tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        return loss, correct, tf.cast(tf.shape(y)[0], tf.float64)
+
+    def _iterator_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
+        """The step that run_steps takes on each batch of its iterator."""
+        return self._step(x, y)
 
     def _steps(self, steps: tf.Tensor, batch: Callable[[tf.Tensor], Any], step: Any) -> tf.Tensor:
-        """Up to `steps` steps of `step` on batch(i), adding to the running sums; stops at a
-        non-finite loss (kept in bad_loss). Returns the steps done."""
+        """Up to `steps` steps of `step` (-> loss, correct, examples) on batch(i), adding to the
+        running sums; stops at a non-finite loss (kept in bad_loss). Returns the steps done."""
         done = tf.constant(0, tf.int64)
         for i in tf.range(steps):
             x, y = batch(i)
-            loss, correct = step(x, y)
+            loss, correct, n = step(x, y)
             if not tf.math.is_finite(loss):
                 self.bad_loss.assign(loss)
                 break
-            n = tf.cast(tf.shape(y)[0], tf.float64)
             self.loss_sum.assign_add(tf.cast(loss, tf.float64) * n)
             self.correct.assign_add(correct)
             self.seen.assign_add(n)
@@ -142,7 +162,7 @@ class StepRunner:
         return done
 
     def _run_steps(self, iterator: Any, steps: tf.Tensor) -> tf.Tensor:
-        return self._steps(steps, lambda _: next(iterator), self._step)
+        return self._steps(steps, lambda _: next(iterator), self._iterator_step)
 
     def _run_rows(
         self, xs: tf.Tensor, ys: tf.Tensor, first: tf.Tensor, steps: tf.Tensor
@@ -163,6 +183,10 @@ class StepRunner:
         stacked: [S, B, ...] and [S, B]; see DataBundle.train_rows). No tf.data iterator per
         step: softmax's 0.2 ms step took almost twice as long with one (README, Performance)."""
         return int(self._rows(xs, ys, tf.constant(first, tf.int32), tf.constant(steps, tf.int32)))
+
+    def any_worker(self, flag: bool) -> bool:
+        """`flag` on any worker of the run: one process here, so `flag` itself."""
+        return flag
 
     def reset_metrics(self) -> None:
         for v in (self.loss_sum, self.correct, self.seen):
@@ -190,58 +214,11 @@ class StepRunner:
         return evaluate.loss_and_accuracy(*evaluate.predict(self.model, dataset, self._predict))
 
 
-class Feed:
-    """Runs a runner's steps from a global step on, chunk by chunk: on each epoch's index rows
-    when there are some (one device, nothing to augment: no tf.data work per step), otherwise
-    from an iterator over the training stream."""
-
-    def __init__(
-        self,
-        runner: StepRunner,
-        steps_per_epoch: int,
-        rows: Callable[[int], list[tuple[tf.Tensor, tf.Tensor]]] | None = None,
-        iterator: Any = None,
-    ) -> None:
-        if (rows is None) == (iterator is None):
-            raise ValueError("a Feed needs rows or an iterator, not both")
-        self.runner, self.steps_per_epoch = runner, steps_per_epoch
-        self.rows, self.iterator = rows, iterator
-        self._epoch, self._parts = -1, []
-
-    def _part(self, step: int) -> tuple[tf.Tensor, tf.Tensor, int, int]:
-        """(xs, ys, first row, rows left) of the rows part that holds global step `step`."""
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._parts = epoch, self.rows(epoch)
-        for xs, ys in self._parts:
-            if pos < xs.shape[0]:
-                return xs, ys, pos, xs.shape[0] - pos
-            pos -= xs.shape[0]
-        raise IndexError(f"step {step} is past epoch {epoch}'s batches")
-
-    def chunk(self, step: int, steps: int) -> int:
-        """How many of `steps` steps from `step` one run() can take (rows parts end early)."""
-        return steps if self.rows is None else min(steps, self._part(step)[3])
-
-    def run(self, step: int, steps: int) -> int:
-        """Run `steps` (at most chunk(step, steps)) steps from global step `step`; fewer only
-        when a loss was not finite (see StepRunner.bad_loss)."""
-        if self.rows is None:
-            return self.runner.run_steps(self.iterator, steps)
-        xs, ys, first, left = self._part(step)
-        if steps > left:
-            raise ValueError(f"{steps} steps from step {step} cross a rows part ({left} left)")
-        return self.runner.run_rows(xs, ys, first, steps)
-
-
 class DistributedStepRunner(StepRunner):
     """The same steps under a tf.distribute strategy: each replica computes its slice of the
-    global batch and Keras' optimizer sums the gradients across replicas (an all-reduce).
-
-    Each replica's loss is its examples' summed cross-entropy divided by the *global* batch
-    size, and the global terms (layer losses, L2) are divided by the number of replicas, so the
-    summed gradient equals one device's gradient on the whole batch. A non-finite loss is seen
-    by every replica alike (the loss is reduced across them), so all stop at the same step.
+    global batch (StepRunner._loss_and_gradients) and Keras' optimizer sums the gradients across
+    replicas (an all-reduce). A non-finite loss is seen by every replica alike (the loss is
+    reduced across them), so all stop at the same step.
     """
 
     def __init__(
@@ -255,52 +232,28 @@ class DistributedStepRunner(StepRunner):
         l2: float = 0.0,
         prepare: Callable[[tf.Tensor], tf.Tensor] | None = None,
     ) -> None:
-        self.strategy, self.global_batch = strategy, global_batch
-        super().__init__(model, optimizer, False, label_smoothing, l2, prepare)
-        self._grads = tf.function(self._replica_gradients, jit_compile=jit_compile)
-        self._run = tf.function(self._run_distributed)
+        self.strategy = strategy
+        super().__init__(
+            model, optimizer, False, label_smoothing, l2, prepare,
+            replicas=strategy.num_replicas_in_sync, global_batch=global_batch,
+        )  # fmt: skip
+        self._grads = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
         self._any = tf.function(self._any_worker)
-
-    def _replica_gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[Any, Any, Any]:
-        model, optimizer = self.model, self.optimizer
-        replicas = self.strategy.num_replicas_in_sync
-        x = self.prepare(x)
-        with tf.GradientTape() as tape:
-            probs, loss = self.outputs_loss(y, model(x, training=True))
-            local = tf.cast(tf.shape(x)[0], tf.float32)
-            loss = loss * local / self.global_batch
-            if model.losses:
-                loss += tf.add_n(model.losses) / replicas
-            if self.l2 and self.kernels:
-                loss += tf.cast(self.l2_penalty(), loss.dtype) / replicas
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
-        truth = tf.cast(y, tf.int32) if y.shape.rank == 1 else tf.argmax(y, -1, tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float64))
-        return loss, correct, grads
 
     def _replica_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         loss, correct, grads = self._grads(x, y)
         self.optimizer.apply(grads, self.model.trainable_variables)
         return loss, correct
 
-    def _run_distributed(self, iterator: Any, steps: tf.Tensor) -> tf.Tensor:
-        done = tf.constant(0, tf.int64)
+    def _iterator_step(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
+        """One step on every replica: the global batch's reduced loss and correct count."""
+        loss, correct = self.strategy.run(self._replica_step, args=(x, y))
         total = tf.distribute.ReduceOp.SUM
-        for _ in tf.range(steps):
-            x, y = next(iterator)
-            loss, correct = self.strategy.run(self._replica_step, args=(x, y))
-            loss = self.strategy.reduce(total, loss, axis=None)
-            if not tf.math.is_finite(loss):
-                self.bad_loss.assign(loss)
-                break
-            n = tf.constant(float(self.global_batch), tf.float64)
-            self.loss_sum.assign_add(tf.cast(loss, tf.float64) * n)
-            self.correct.assign_add(self.strategy.reduce(total, correct, axis=None))
-            self.seen.assign_add(n)
-            done += 1
-        return done
+        return (
+            self.strategy.reduce(total, loss, axis=None),
+            self.strategy.reduce(total, correct, axis=None),
+            tf.constant(float(self.global_batch), tf.float64),
+        )
 
     def any_worker(self, flag: bool) -> bool:
         """True when `flag` is set on any worker (so that all of them stop at the same step on

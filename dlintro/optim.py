@@ -23,13 +23,13 @@ import keras
 from keras import ops
 from pydantic import Field
 
-from dlintro.registry import Registry, validated
+from dlintro.registry import ParamsError, Registry, validated
 from dlintro.schedules import SCHEDULES, Rate
 
-OPTIMIZERS: Registry[Any] = Registry("optimizer")
+# Arguments dlintro supplies to optimizers and schedules; never set in a config's `params`.
+SUPPLIED = SCHEDULES.supplied  # learning_rate, total_steps, steps_per_epoch
 
-# Arguments dlintro supplies; never set in a config's `params`.
-SUPPLIED = ("learning_rate", "total_steps", "steps_per_epoch")
+OPTIMIZERS: Registry[Any] = Registry("optimizer", supplied=("learning_rate",))
 
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -167,11 +167,21 @@ def adagrad(
 def build(
     optimizer_cfg: Any, schedule_cfg: Any, total_steps: int, steps_per_epoch: int
 ) -> keras.optimizers.Optimizer:
-    """The configured optimizer driven by the configured schedule."""
-    lr = SCHEDULES.get(schedule_cfg.name)(
-        optimizer_cfg.learning_rate, total_steps, steps_per_epoch, **schedule_cfg.params
-    )
-    return OPTIMIZERS.get(optimizer_cfg.name)(lr, **optimizer_cfg.params)
+    """The configured optimizer driven by the configured schedule.
+
+    Bad params, or a builder refusing them, are one ParamsError "optimizer/schedule: ...".
+    """
+    try:
+        lr = SCHEDULES.create(
+            schedule_cfg.name,
+            optimizer_cfg.learning_rate,
+            total_steps,
+            steps_per_epoch,
+            **schedule_cfg.params,
+        )
+        return OPTIMIZERS.create(optimizer_cfg.name, lr, **optimizer_cfg.params)
+    except ParamsError as exc:
+        raise ParamsError(f"optimizer/schedule: {exc.detail}", exc.errors) from None
 
 
 def schedule_of(optimizer: keras.optimizers.Optimizer) -> Any:

@@ -28,23 +28,12 @@ import numpy as np
 
 from dlintro.data.folders import IMAGE_SUFFIXES
 from dlintro.errors import UserError
+from dlintro.runs import RunSpec
 
 INVERT_MODES = ("auto", "yes", "no")
 BOX_FRACTION = 20 / 28  # MNIST: the digit's longer side is 20 px in a 28 px frame
 INK_FLOOR = 0.2  # after stretching, weaker "ink" (paper texture, shadows) counts as background
 BLANK = 0.1  # an image whose ink contrast is below this has no digit: an all-black frame
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What predict and export need to know about a run."""
-
-    run_dir: Path
-    config: Any
-    input_shape: tuple[int, int, int]
-    class_names: tuple[str, ...]
-    normalization: dict[str, Any]
-    batch_size: int
 
 
 @dataclass
@@ -64,37 +53,6 @@ class PredictResult:
     predictions: list[dict[str, Any]]
     failed: list[tuple[str, str]]
     mnist_way: list[bool]  # per prediction: was the MNIST way applied
-
-
-def run_spec(run_dir: str | Path) -> RunSpec:
-    """Read a finished run's config, input shape, class names and saved normalization."""
-    from dlintro import config, runs
-    from dlintro.data.sources import dataset_info
-
-    path = runs.open_run(run_dir)
-    runs.model_path(path)  # a run without a final model is refused before anything else
-    cfg = config.load(path / "config.yaml")
-    meta = runs.read_meta(path)
-    data = meta.get("data") or {}
-    shape, names = data.get("input_shape"), data.get("class_names")
-    if not shape or not names:
-        info = dataset_info(cfg.data.dataset, cfg.data.params)
-        shape, names = shape or info.input_shape, names or info.class_names
-    try:
-        h, w, c = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise UserError(f"{path / 'meta.json'}: bad data.input_shape {shape!r}") from None
-    norm = data.get("normalization")
-    if not norm:
-        mode = cfg.data.normalize
-        if mode == "standardize":
-            raise UserError(
-                f"{path / 'meta.json'}: no saved normalization (data.normalization) for a "
-                "standardize run; re-train it with this dlintro version"
-            )
-        norm = {"mode": mode, "mean": [0.0] * c, "std": [1.0] * c}
-    return RunSpec(path, cfg, (h, w, c), tuple(str(n) for n in names), dict(norm),
-                   int(cfg.data.batch_size))  # fmt: skip
 
 
 def expand(inputs: list[str | Path]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -146,10 +104,14 @@ def _images_under(folder: str, failed: list[tuple[str, str]]) -> list[str]:
     return found
 
 
-def mnist_applies(input_shape: tuple[int, int, int], invert: str) -> bool:
-    """Whether `invert` may apply the MNIST way to a run of this input shape."""
+def _check_invert(invert: str) -> None:
     if invert not in INVERT_MODES:
         raise UserError(f"--invert {invert!r}: valid: {', '.join(INVERT_MODES)}")
+
+
+def mnist_applies(input_shape: tuple[int, int, int], invert: str) -> bool:
+    """Whether `invert` may apply the MNIST way to a run of this input shape."""
+    _check_invert(invert)
     return invert == "yes" or (invert == "auto" and tuple(input_shape) == (28, 28, 1))
 
 
@@ -295,12 +257,13 @@ def predict_files(
     run_dir: str | Path, inputs: list[str | Path], k: int = 3, invert: str = "auto"
 ) -> PredictResult:
     """Predict the top-k classes of image files and directories with a run's final model."""
-    from dlintro import evaluate, runs
+    from dlintro import runs
 
+    runs.open_run(run_dir)  # the cheap checks first: the run, then the options
     if k < 1:
         raise UserError(f"--top-k {k}: must be at least 1")
-    spec = run_spec(run_dir)
-    mnist_applies(spec.input_shape, invert)  # validates the mode
+    _check_invert(invert)
+    spec = runs.run_spec(run_dir)
     files, failed = expand(inputs)
     prepared = prepare(files, spec.input_shape, invert)
     failed = _in_input_order(inputs, failed + prepared.failed)
@@ -308,7 +271,7 @@ def predict_files(
         what = f"{failed[0][0]}: {failed[0][1]}" if failed else "no input"
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise UserError(f"nothing to predict: {what}{more}")
-    model = evaluate.load_model(runs.model_path(spec.run_dir))
+    model = runs.load_model(runs.model_path(spec.run_dir))
     probs = probabilities(spec, model, prepared.images)
     tops = top_k(probs, spec.class_names, k)
     predictions = [{"file": f, "top": t} for f, t in zip(prepared.files, tops, strict=True)]
@@ -319,13 +282,11 @@ __all__ = [
     "INVERT_MODES",
     "PredictResult",
     "Prepared",
-    "RunSpec",
     "expand",
     "mnist_applies",
     "mnist_way",
     "predict_files",
     "prepare",
     "probabilities",
-    "run_spec",
     "top_k",
 ]

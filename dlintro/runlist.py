@@ -9,13 +9,9 @@ chance to record that (SIGKILL, a crash of the machine, out of memory).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-import socket
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,67 +21,12 @@ from dlintro.errors import UserError
 KILLED = "interrupted (killed)"
 
 
-def default_root() -> Path:
-    """Where runs go unless told: $DLINTRO_RUNS_DIR, else ./runs (as runs.create does)."""
-    return Path(os.environ.get("DLINTRO_RUNS_DIR") or runs.DEFAULT_ROOT)
-
-
-def _timestamp(text: Any) -> float | None:
-    """meta.json's ISO 8601 time ('%Y-%m-%dT%H:%M:%S%z') as a Unix time."""
-    try:
-        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return None
-
-
-def process_alive(pid: Any, host: Any, since: float | None = None) -> bool | None:
-    """Whether process `pid` lives: True or False on this host, None when it cannot be told
-    (another host, no pid). A process that started after `since` is a reused pid: not alive."""
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    if host not in (None, socket.gethostname()):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    started = _process_start(pid)
-    return not (since is not None and started is not None and started > since + 5)
-
-
-def _process_start(pid: int) -> float | None:
-    """The start time (Unix) of a process from /proc (Linux); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 of stat: start time in clock ticks after boot
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 def status(meta: dict[str, Any]) -> str:
     """The status to show: meta.json's, or KILLED for a running run whose process is gone."""
     state = str(meta.get("status") or "unknown")
-    if state == "running":
-        since = _timestamp(meta.get("started"))
-        if process_alive(meta.get("pid"), meta.get("host"), since) is False:
-            return KILLED
+    if state == "running" and runs.writer_alive(meta) is False:
+        return KILLED
     return state
-
-
-def _history(path: Path) -> list[dict[str, str]]:
-    try:
-        with (path / "history.csv").open(newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
 
 
 def _num(value: Any) -> float | None:
@@ -100,7 +41,7 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
     """One run as a flat dict of json-able values (None where unknown)."""
     path = runs.open_run(run_dir)
     meta = runs.read_meta(path)
-    history = _history(path)
+    history = runs.read_history(path)
     metrics: dict[str, Any] = {}
     if (path / "metrics.json").is_file():
         try:
@@ -112,12 +53,12 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
     last = history[-1] if history else {}
     plan = meta.get("plan") or {}
     shown = status(meta)
-    started = _timestamp(meta.get("started"))
+    started = runs.timestamp(meta.get("started"))
     wall = _num(meta.get("wall_seconds"))
     if wall is None and started is not None:
         if shown == "running":
             wall = time.time() - started
-        elif (ended := _timestamp(meta.get("ended"))) is not None:
+        elif (ended := runs.timestamp(meta.get("ended"))) is not None:
             wall = ended - started
     steps = meta.get("steps") if shown == "finished" else None
     if not isinstance(steps, int):  # not finished: the last epoch that completed
@@ -148,7 +89,7 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
 def list_runs(root: str | Path | None = None) -> list[dict[str, Any]]:
     """Every run directory directly under `root`, oldest first. A directory whose files are
     unreadable is listed with status 'unreadable: <why>'."""
-    base = Path(root) if root is not None else default_root()
+    base = Path(root) if root is not None else runs.default_root()
     if not base.is_dir():
         raise UserError(f"{base}: no such runs directory (runs are written to ./runs by default)")
     out = []
@@ -204,7 +145,3 @@ def duration(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes}m{s:02d}s"
     return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"

@@ -1,18 +1,37 @@
-"""The run directory: naming, claiming, atomic writes, metadata, and finding runs again."""
+"""The run directory, its one owner: naming and claiming it, atomic writes, meta.json,
+history.csv, whether its process lives, the run spec and the model that predict, export and
+eval read back.
+
+    runs/<name>/  config.yaml  meta.json  history.csv  metrics.json  model.keras
+                  checkpoints/  logs/  report/  export/
+
+No TensorFlow at import (the CLI lists runs without it); loading the model imports Keras.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import platform
+import socket
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dlintro.errors import UserError
 
 DEFAULT_ROOT = Path("runs")
+HISTORY = "history.csv"
+
+
+def default_root() -> Path:
+    """Where runs go unless told: $DLINTRO_RUNS_DIR, else ./runs."""
+    return Path(os.environ.get("DLINTRO_RUNS_DIR") or DEFAULT_ROOT)
 
 
 def create(name: str, run_dir: str | Path | None = None, root: str | Path | None = None) -> Path:
@@ -27,7 +46,7 @@ def create(name: str, run_dir: str | Path | None = None, root: str | Path | None
             )
         _mkdir(path, exist_ok=True)
         return path
-    base = Path(root or os.environ.get("DLINTRO_RUNS_DIR") or DEFAULT_ROOT)
+    base = Path(root) if root else default_root()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1, 1000):
         path = base / (f"{name}-{stamp}" if i == 1 else f"{name}-{stamp}-{i}")
@@ -141,3 +160,173 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "devices": [d.name for d in tf.config.list_logical_devices()],
     }
+
+
+def timestamp(text: Any) -> float | None:
+    """A time as now() writes it ('%Y-%m-%dT%H:%M:%S%z') as a Unix time; None if it is not."""
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------- the process
+
+
+def process_alive(pid: Any, host: Any, since: float | None = None) -> bool | None:
+    """Whether process `pid` lives: True or False on this host, None when it cannot be told
+    (another host, no pid). A process that started after `since` is a reused pid: not alive."""
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    if host not in (None, socket.gethostname()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    started = _process_start(pid)
+    return not (since is not None and started is not None and started > since + 5)
+
+
+def _process_start(pid: int) -> float | None:
+    """The start time (Unix) of a process from /proc (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat: start time in clock ticks after boot
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def writer_alive(meta: dict[str, Any], pid_reuse: bool = True) -> bool | None:
+    """Whether the process that meta.json says is writing the run (status running) still
+    lives; None when that cannot be told or the run is not running. With `pid_reuse`, a
+    process younger than the run's start is taken for a reused pid (not the writer)."""
+    if meta.get("status") != "running":
+        return None
+    since = timestamp(meta.get("started")) if pid_reuse else None
+    return process_alive(meta.get("pid"), meta.get("host"), since)
+
+
+def check_not_live(run_dir: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse a run that another live process on this machine is still writing. Any live
+    process with that pid counts (no pid-reuse guess): a wrong refusal only asks the user to
+    wait, a wrong pass would let two processes write one run."""
+    pid = meta.get("pid")
+    if pid != os.getpid() and writer_alive(meta, pid_reuse=False):
+        raise UserError(
+            f"{run_dir}: the run is still being written by process {pid}; wait or stop it"
+        )
+
+
+# ----------------------------------------------------------------------------- history.csv
+
+
+def append_history(run_dir: str | Path, row: dict[str, Any]) -> None:
+    """Add one epoch's row to history.csv (the header with the first row); floats as %.6g."""
+    path = Path(run_dir) / HISTORY
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """history.csv as numbers (NaN for empty or missing values); [] when there is none."""
+    path = Path(run_dir) / HISTORY
+    try:
+        with path.open(newline="") as f:
+            return [{k: _float(v) for k, v in row.items() if k} for row in csv.DictReader(f)]
+    except OSError:
+        return []
+
+
+def keep_history_until(run_dir: str | Path, step: int) -> None:
+    """On resume, drop history rows written after the checkpoint being resumed."""
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    if not rows:
+        path.unlink()
+        return
+    lines = [",".join(rows[0])] + [",".join(r.values()) for r in rows]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ----------------------------------------------------------------------------- reading a run
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What predict, export and eval need to know about a finished run."""
+
+    run_dir: Path
+    config: Any
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    normalization: dict[str, Any]
+    batch_size: int
+
+
+def run_spec(run_dir: str | Path) -> RunSpec:
+    """A finished run's config, input shape, class names and saved normalization."""
+    from dlintro import config
+    from dlintro.data import dataset_info, normalization
+
+    path = open_run(run_dir)
+    model_path(path)  # a run without a final model is refused before anything else
+    cfg = config.load(path / "config.yaml")
+    meta = read_meta(path)
+    data = meta.get("data") or {}
+    shape, names = data.get("input_shape"), data.get("class_names")
+    if not shape or not names:
+        info = dataset_info(cfg.data.dataset, cfg.data.params)
+        shape, names = shape or info.input_shape, names or info.class_names
+    try:
+        h, w, c = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise UserError(f"{path / 'meta.json'}: bad data.input_shape {shape!r}") from None
+    norm = data.get("normalization")
+    if not norm:
+        try:
+            norm = normalization.identity_stats(cfg.data.normalize, c)
+        except UserError as exc:
+            raise UserError(f"{path / 'meta.json'}: {exc}") from None
+    return RunSpec(path, cfg, (h, w, c), tuple(str(n) for n in names), dict(norm),
+                   int(cfg.data.batch_size))  # fmt: skip
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a .keras file in safe mode (no arbitrary code); a bad file is the user's error."""
+    import keras
+
+    from dlintro import schedules  # noqa: F401  (registers the custom schedules)
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad file
+        msg = " ".join(str(exc).split())
+        if "safe_mode" in msg or "arbitrary code" in msg:
+            msg = (
+                "it asks to run arbitrary Python code (such as a Lambda layer), which Keras "
+                "safe_mode refuses; only load models you made with dlintro"
+            )
+        raise UserError(f"{path}: not a loadable Keras model: {msg[:200]}") from None

@@ -21,7 +21,9 @@ from pydantic import Field
 
 from dlintro.registry import Registry, validated
 
-SCHEDULES: Registry[Any] = Registry("schedule")
+SCHEDULES: Registry[Any] = Registry(
+    "schedule", supplied=("learning_rate", "total_steps", "steps_per_epoch")
+)
 
 Rate = Any  # float | keras.optimizers.schedules.LearningRateSchedule
 NonNegative = Annotated[float, Field(ge=0.0)]

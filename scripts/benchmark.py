@@ -78,16 +78,15 @@ class Contender:
 
 
 class Dlintro(Contender):
-    """dlintro's own step loop, as `dlintro train` runs it (see train._Session._loop)."""
+    """dlintro's own step loop, as `dlintro train` runs it (see Trainer._loop)."""
 
     def __init__(self, cfg: Any, data_dir: Path | None, label: str, in_memory: bool = False):
         import tensorflow as tf
 
-        from dlintro.train import _Session
+        from dlintro.trainer import Trainer
 
         self.label, self.cfg = label, cfg
-        self.session = _Session(cfg, data_dir, None)
-        self.session.build()
+        self.session = Trainer(cfg, data_dir).build()
         self.spe = cfg.train.steps_per_execution
         self.feed, self.step = self.session.feed(0), 0
         self.batches: tuple | None = None
@@ -97,7 +96,7 @@ class Dlintro(Contender):
             self.batches = tf.stack([x] * self.spe), tf.stack([y] * self.spe)
 
     def run(self, steps: int) -> float:
-        """`steps` steps as the training loop runs them (train._Session._loop): chunks of
+        """`steps` steps as the training loop runs them (Trainer._loop): chunks of
         steps_per_execution, cut at epoch ends, running metrics read after each."""
         runner, done = self.session.runner, 0
         per_epoch = self.session.bundle.steps_per_epoch
@@ -107,7 +106,7 @@ class Dlintro(Contender):
             if self.batches is not None:
                 k = runner.run_rows(*self.batches, 0, n)
             else:
-                k = self.feed.run(self.step, self.feed.chunk(self.step, n))
+                k = self.feed.run(runner, self.step, self.feed.chunk(self.step, n))
             done, self.step = done + k, self.step + k
             runner.metrics()  # the loop reads the running metrics after every chunk
         return time.perf_counter() - start
@@ -123,11 +122,11 @@ class PlainKeras(Contender):
         import numpy as np
 
         from dlintro import models, optim
-        from dlintro.data.pipeline import compute_normalization
+        from dlintro.data import normalization
         from dlintro.data.sources import data_root, load_dataset
 
         info, arrays = load_dataset(cfg.data.dataset, data_root(data_dir), cfg.data.params)
-        norm = compute_normalization(cfg.data.normalize, arrays.x_train)
+        norm = normalization.compute(cfg.data.normalize, arrays.x_train)
         x = arrays.x_train.astype("float32")
         if norm["mode"] != "none":
             x /= 255.0
@@ -322,12 +321,12 @@ def keras_baseline(name: str, data_dir: Path | None) -> None:
     import numpy as np
 
     from dlintro import models, optim
-    from dlintro.data.pipeline import compute_normalization
+    from dlintro.data import normalization
     from dlintro.data.sources import data_root, load_dataset
 
     cfg = load_config(name, data_dir)
     info, a = load_dataset(cfg.data.dataset, data_root(data_dir), cfg.data.params)
-    norm = compute_normalization(cfg.data.normalize, a.x_train)
+    norm = normalization.compute(cfg.data.normalize, a.x_train)
 
     def prepare(x: np.ndarray) -> np.ndarray:
         x = x.astype("float32") / (1.0 if norm["mode"] == "none" else 255.0)

@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.util import tensor_util
 from typer.testing import CliRunner
 
-from dlintro import board, config, data, evaluate, models, train
+from dlintro import board, config, data, models, runs, train
 from dlintro.cli import app
 from dlintro.loop import StepRunner
 from dlintro.record import Recorder, SilentReporter
@@ -70,7 +70,7 @@ def test_histograms_of_weights_and_gradients(run) -> None:
     _, result = run
     acc = _acc(result.run_dir / "logs" / "model")
     tags = acc.Tags()["tensors"]
-    model = evaluate.load_model(result.run_dir / "model.keras")
+    model = runs.load_model(result.run_dir / "model.keras")
     for w in model.trainable_weights:
         weights, grads = f"weights/{w.path}", f"gradients/{w.path}"
         assert weights in tags and grads in tags, w.path
@@ -161,7 +161,7 @@ def test_gradient_histograms_leave_the_training_state_alone(tmp_path: Path) -> N
     recorder = Recorder(
         cfg, bundle, 6, 2, tmp_path, SilentReporter(), 0, model=model, loss_fn=runner.data_loss
     )
-    recorder._histograms(1)
+    recorder.board.histograms(1)
     recorder.close()
     for v in model.non_trainable_variables:
         np.testing.assert_array_equal(v.numpy(), state[v.path], err_msg=v.path)

@@ -119,6 +119,38 @@ def test_help_lists_commands() -> None:
     assert "--debug" in result.stdout
 
 
+def test_help_lists_the_commands_in_their_order() -> None:
+    """The command modules register by group; --help keeps the order users know."""
+    from dlintro.cli import ORDER
+
+    result = invoke("--help")
+    listed = [
+        word
+        for line in result.stdout.splitlines()
+        if (words := line.strip("│ ").split()) and (word := words[0]) in ORDER
+    ]
+    assert listed == list(ORDER)
+
+
+def test_percent_formats_every_percentage() -> None:
+    from dlintro.cli.common import percent
+
+    assert percent(0.989) == "98.90%"
+    assert percent(0.5, 0) == "50%"
+    assert percent(0.1234, 1) == "12.3%"
+    assert percent(None) == "-"
+
+
+def test_env_json_has_the_machine_facts() -> None:
+    result = invoke("env", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert list(info)[:4] == ["dlintro", "python", "tensorflow", "keras"]
+    assert info["dlintro"] == __version__
+    assert info["cluster"] in ("TF_CONFIG", "Slurm", "none")
+    assert info["auto_strategy"] in ("default", "mirrored")
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "summary", "models", "datasets"])
 def test_every_command_help_has_an_example(command: str) -> None:
     result = invoke(command, "--help")

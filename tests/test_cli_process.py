@@ -115,6 +115,22 @@ def test_importing_the_cli_does_not_import_tensorflow(tmp_path: Path) -> None:
     assert proc.stdout == "[]\n"
 
 
+def test_the_quiet_import_hook_is_installed_once(tmp_path: Path) -> None:
+    code = (
+        "import sys; from dlintro.quiet import QuietTensorFlowImport, quiet_tensorflow; "
+        "quiet_tensorflow(); quiet_tensorflow(); "
+        "print(sum(isinstance(f, QuietTensorFlowImport) for f in sys.meta_path), "
+        "'tensorflow' in sys.modules)"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1 False\n"
+
+
 BAD_CONFIGS = {
     # found by the schema: no TensorFlow import at all
     "schema": (

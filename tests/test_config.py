@@ -8,8 +8,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from dlintro.config import Config, load, parse_override
+from dlintro.config import Config, load
 from dlintro.errors import UserError
+from dlintro.yamlfile import parse_override
 from tests.conftest import CONFIGS, write_config
 
 BASE = """\

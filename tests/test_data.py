@@ -12,7 +12,7 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from dlintro.data import sources
+from dlintro.data import mnist, sources
 from dlintro.data.download import verify_files
 from dlintro.data.idx import read_idx, write_idx
 from dlintro.errors import UserError
@@ -118,7 +118,7 @@ def test_registry_names_and_infos():
     fashion = sources.dataset_info("fashion_mnist")
     assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
     assert sources.dataset_info("mnist").class_names == tuple("0123456789")
-    assert sum(f.size for f in sources.MNIST_INFO.files) == 11594722
+    assert sum(f.size for f in mnist.MNIST_INFO.files) == 11594722
     with pytest.raises(UnknownNameError, match="did you mean 'mnist'"):
         sources.dataset_info("mnsit")
 
@@ -166,7 +166,7 @@ def test_truncated_or_altered_copy_is_named(tmp_path):
     shutil.copy(real / labels.name, labels)
     test_labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
     test_labels.write_bytes(os.urandom(4542))
-    rows = {r["name"]: r for r in verify_files(sources.MNIST_INFO, tmp_path)}
+    rows = {r["name"]: r for r in verify_files(mnist.MNIST_INFO, tmp_path)}
     assert rows[labels.name]["ok"] and not rows[test_labels.name]["ok"]
     assert rows[test_labels.name]["problem"].startswith("sha256 ")
     with pytest.raises(UserError, match="corrupt or truncated gzip") as exc:
@@ -203,7 +203,7 @@ def test_idx_dataset_checks(tmp_path, change, problem):
     arrays |= change
     info = _tiny_info(tmp_path, **arrays)
     with pytest.raises(UserError, match=problem):
-        sources.load_idx_dataset(info, tmp_path)
+        mnist.load_idx_dataset(info, tmp_path)
 
 
 def test_synthetic_dataset():
@@ -441,7 +441,7 @@ def test_augmentation_ops():
     import tensorflow as tf
 
     from dlintro.data import AUGMENTATIONS
-    from dlintro.data.augment import rotate
+    from dlintro.data.augment.ops import rotate
 
     x = sources.load_dataset("synthetic", Path("/x"))[1].x_train[:64].astype(np.float32)
     for name, params in [

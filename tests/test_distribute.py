@@ -50,6 +50,24 @@ def _weights(run: Path) -> list[np.ndarray]:
     return keras.saving.load_model(run / "model.keras", compile=False).get_weights()
 
 
+def test_cluster_source_prefers_tf_config_then_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("TF_CONFIG", *distribute.SLURM_VARS):
+        monkeypatch.delenv(key, raising=False)
+    assert distribute.cluster_source() == "none"
+    for key in distribute.SLURM_VARS:
+        monkeypatch.setenv(key, "1")
+    assert distribute.cluster_source() == "Slurm"
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
+    assert distribute.cluster_source() == "TF_CONFIG"
+
+
+def test_environment_is_json_able_facts() -> None:
+    info = distribute.environment()
+    assert json.loads(json.dumps(info)) == info
+    assert info["tensorflow"] and info["keras"] and info["cpu_count"]
+    assert info["gpus"] == len([d for d in info["physical_devices"] if ":GPU:" in d])
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("dist")

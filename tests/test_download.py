@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlintro.data import download, sources
+from dlintro.data import download, mnist, sources
 from dlintro.data.idx import write_idx
 from dlintro.errors import UserError
 
@@ -47,7 +47,7 @@ def names_in(directory: Path) -> list[str]:
 
 
 def test_mirror_env_and_offline_flag(monkeypatch):
-    info = sources.MNIST_INFO
+    info = mnist.MNIST_INFO
     monkeypatch.delenv("DLINTRO_OFFLINE")
     assert download.mirrors_for(info) == list(info.mirrors) and not download.offline()
     monkeypatch.setenv("DLINTRO_MIRROR", "http://127.0.0.1:9/data/")
@@ -65,12 +65,12 @@ def test_downloads_real_mnist(tmp_path, serve, monkeypatch):
     root = tmp_path / "root"
     seen: dict[str, tuple[int, int]] = {}
     directory = download.ensure_files(
-        sources.MNIST_INFO, root, progress=lambda n, done, total: seen.__setitem__(n, (done, total))
+        mnist.MNIST_INFO, root, progress=lambda n, done, total: seen.__setitem__(n, (done, total))
     )
     assert directory == root / "mnist"
-    assert names_in(directory) == sorted(f.name for f in sources.MNIST_INFO.files)
-    assert seen == {f.name: (f.size, f.size) for f in sources.MNIST_INFO.files}
-    assert all(r["ok"] for r in download.verify_files(sources.MNIST_INFO, root))
+    assert names_in(directory) == sorted(f.name for f in mnist.MNIST_INFO.files)
+    assert seen == {f.name: (f.size, f.size) for f in mnist.MNIST_INFO.files}
+    assert all(r["ok"] for r in download.verify_files(mnist.MNIST_INFO, root))
     arrays = sources.load_dataset("mnist", root)[1]
     assert arrays.x_train.shape == (60000, 28, 28, 1) and int(arrays.y_train[0]) == 5
 
@@ -86,7 +86,7 @@ def test_downloads_into_empty_root_and_verifies(tmp_path, serve, monkeypatch):
     assert names_in(root / "tiny") == sorted(f.name for f in info.files)  # no temp files left
     rows = download.verify_files(info, root)
     assert [r["sha256"] for r in rows] == [f.sha256 for f in info.files]
-    arrays = sources.load_idx_dataset(info, root)
+    arrays = mnist.load_idx_dataset(info, root)
     assert arrays.x_train.shape == (20, 28, 28, 1) and arrays.y_test.shape == (8,)
     # present files are not fetched again, even when the server is gone
     shutil.rmtree(tmp_path / "srv" / "tiny")
@@ -127,10 +127,10 @@ def test_unreachable_file_names_files_directory_and_reason(tmp_path, serve, monk
     (tmp_path / "empty").mkdir()
     use_mirror(monkeypatch, serve(tmp_path / "empty"))
     with pytest.raises(UserError) as exc:
-        download.ensure_files(sources.MNIST_INFO, tmp_path / "root")
+        download.ensure_files(mnist.MNIST_INFO, tmp_path / "root")
     msg = str(exc.value)
     assert "cannot download train-images-idx3-ubyte.gz" in msg and "HTTP 404" in msg
-    assert all(f.name in msg for f in sources.MNIST_INFO.files)
+    assert all(f.name in msg for f in mnist.MNIST_INFO.files)
     assert str(tmp_path / "root" / "mnist") in msg and "DLINTRO_DATA_DIR / --data-dir" in msg
 
 
@@ -147,12 +147,12 @@ def test_oversized_file_is_refused(tmp_path, serve, monkeypatch):
 def test_offline_names_missing_files_and_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "_open", lambda *a: pytest.fail("network used while offline"))
     (tmp_path / "mnist").mkdir()
-    present = sources.MNIST_INFO.files[1]
+    present = mnist.MNIST_INFO.files[1]
     (tmp_path / "mnist" / present.name).write_bytes(b"\0" * present.size)
     with pytest.raises(UserError) as exc:
-        download.ensure_files(sources.MNIST_INFO, tmp_path)
+        download.ensure_files(mnist.MNIST_INFO, tmp_path)
     msg = str(exc.value)
-    missing = [f.name for i, f in enumerate(sources.MNIST_INFO.files) if i != 1]
+    missing = [f.name for i, f in enumerate(mnist.MNIST_INFO.files) if i != 1]
     assert f"missing {', '.join(missing)} in {tmp_path / 'mnist'}" in msg
     assert present.name not in msg
     assert "DLINTRO_OFFLINE" in msg and "DLINTRO_DATA_DIR / --data-dir" in msg

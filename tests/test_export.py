@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from dlintro import config, export, train
 from dlintro.cli import app
 from dlintro.data.sources import load_dataset
-from dlintro.evaluate import load_model
-from dlintro.predict import probabilities, run_spec
+from dlintro.predict import probabilities
+from dlintro.runs import load_model, run_spec
 
 ONNX_MISSING = [m for m in ("tf2onnx", "onnx", "onnxruntime") if not importlib.util.find_spec(m)]
 needs_onnx = pytest.mark.skipif(

@@ -3,6 +3,9 @@ reorganisation (issue 15). On the CPU kind they were recorded on, the SHA-256 of
 weights must match exactly; on any CPU, every variable's sum and norm must match to 1e-3
 (other kernels change the last bits, never a recipe's result).
 
+The two runs train in a fresh process: process-wide TensorFlow state that other tests leave
+behind (op determinism, for one) changes the last bits of later runs.
+
 Record again only when a change is *meant* to change training: `python
 tests/test_fingerprints.py --record` (adds this machine's kind to the file).
 """
@@ -10,8 +13,11 @@ tests/test_fingerprints.py --record` (adds this machine's kind to the file).
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import synthetic_config  # noqa: E402
+from tests.conftest import synthetic_config
 
 RECORD = Path(__file__).with_name("fingerprints.json")
 
@@ -73,28 +79,46 @@ def train_config(name: str, tmp: Path) -> dict[str, Any]:
     return {"sha256": result.fingerprint, "stats": stats}
 
 
+def train_all() -> dict[str, Any]:
+    """Both configs' results and this machine's CPU kind (in this process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {name: train_config(name, Path(tmp)) for name in sorted(CONFIGS)}
+    return {"kind": cpu_kind(), "runs": out}
+
+
+@pytest.fixture(scope="module")
+def fresh() -> dict[str, Any]:
+    """train_all() in a fresh Python process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--print"], capture_output=True, text=True, env=env,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_weights_as_recorded(name: str, tmp_path: Path) -> None:
+def test_weights_as_recorded(name: str, fresh: dict[str, Any]) -> None:
     recorded = json.loads(RECORD.read_text())[name]
-    got = train_config(name, tmp_path)
+    got = fresh["runs"][name]
     want = recorded["stats"]
     assert len(got["stats"]) == len(want)
     np.testing.assert_allclose(np.array(got["stats"]), np.array(want), rtol=1e-3, atol=1e-4)
-    kind = cpu_kind()
-    if kind in recorded["sha256"]:
-        assert got["sha256"] == recorded["sha256"][kind]
+    if fresh["kind"] in recorded["sha256"]:
+        assert got["sha256"] == recorded["sha256"][fresh["kind"]]
 
+
+if __name__ == "__main__" and "--print" in sys.argv:
+    print(json.dumps(train_all()))
 
 if __name__ == "__main__" and "--record" in sys.argv:
-    import tempfile
-
     old = json.loads(RECORD.read_text()) if RECORD.exists() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for key in sorted(CONFIGS):
-            got = train_config(key, Path(tmp))
-            entry = old.get(key, {"sha256": {}})
-            entry["sha256"][cpu_kind()] = got["sha256"]
-            entry.setdefault("stats", got["stats"])
-            old[key] = entry
+    result = train_all()
+    for key, got in result["runs"].items():
+        entry = old.get(key, {"sha256": {}})
+        entry["sha256"][result["kind"]] = got["sha256"]
+        entry.setdefault("stats", got["stats"])
+        old[key] = entry
     RECORD.write_text(json.dumps(old, indent=1) + "\n")
-    print(f"recorded {sorted(CONFIGS)} for {cpu_kind()}")
+    print(f"recorded {sorted(CONFIGS)} for {result['kind']}")

@@ -9,6 +9,7 @@ import keras
 import pytest
 
 from dlintro import optim, schedules
+from dlintro.registry import ParamsError
 
 
 def _build(name: str, lr: float, schedule: str, total: int = 1000, spe: int = 100, **params):
@@ -41,7 +42,9 @@ def test_piecewise_constant_in_steps_and_epochs() -> None:
 
 
 def test_piecewise_constant_checks_lengths() -> None:
-    with pytest.raises(ValueError, match="one more factor than boundaries"):
+    with pytest.raises(
+        ParamsError, match=r"^optimizer/schedule: piecewise_constant needs one more factor"
+    ):
         _build("sgd", 0.1, "piecewise_constant", boundaries=[10], factors=[1.0])
 
 

@@ -14,8 +14,8 @@ from dlintro import config, train
 from dlintro.cli import app
 from dlintro.data.folders import decode_images
 from dlintro.data.sources import load_dataset
-from dlintro.evaluate import load_model
-from dlintro.predict import mnist_way, prepare, probabilities, run_spec
+from dlintro.predict import mnist_way, prepare, probabilities
+from dlintro.runs import load_model, run_spec
 from tests.conftest import CONFIGS
 
 

@@ -423,9 +423,9 @@ def test_reduce_on_plateau_resumes_exactly(
 
 
 def test_val_loss_plateau_needs_a_validation_set(tmp_path: Path) -> None:
-    cfg = _cfg(schedule={"name": "reduce_on_plateau"})
+    # config validation refuses it, before anything is built or written
     with pytest.raises(UserError, match="monitors val_loss, but there is no validation set"):
-        train.run(cfg, run_dir=tmp_path / "refused")
+        train.run(_cfg(schedule={"name": "reduce_on_plateau"}), run_dir=tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
 
 

@@ -306,3 +306,130 @@ def test_augmentations_registry() -> None:
         "mixup",
         "cutmix",
     }
+
+
+# ----------------------------------------------------------------------------- create
+
+
+@validated
+def _sized(size: int, width: Annotated[int, Field(ge=1, le=10)] = 3, odd: bool = False) -> int:
+    if odd and width % 2 == 0:
+        raise ValueError(f"_sized wants an odd width. Received: width={width}")
+    if width == 7:
+        raise UserError("seven is refused as it is")
+    return size * width
+
+
+@pytest.fixture
+def sized() -> Registry:
+    reg: Registry = Registry("widget", supplied=("size",))
+    reg.register("sized", family="test", description="a sized widget")(_sized)
+    return reg
+
+
+def test_create_passes_the_supplied_arguments_and_checks_the_rest(sized: Registry) -> None:
+    assert sized.create("sized", 2, width=5) == 10
+    assert list(sized.params("sized")) == ["width", "odd"]  # supplied names are skipped
+    sized.check_params("sized", {"width": 4})  # default skip: the supplied names
+    with pytest.raises(ParamsError) as info:
+        sized.create("sized", 2, widht=5)
+    assert str(info.value) == (
+        "widget 'sized', parameter 'widht': unknown parameter of widget 'sized' "
+        "(did you mean 'width'?)"
+    )
+    with pytest.raises(ParamsError, match=r"^widget 'sized', parameter 'width': input should be"):
+        sized.create("sized", 2, width=11)
+    with pytest.raises(ParamsError, match="unknown parameter"):
+        sized.create("sized", 2, size=3)  # a supplied argument is not a param
+    with pytest.raises(UnknownNameError, match="did you mean 'sized'"):
+        sized.create("sizd", 2)
+    with pytest.raises(TypeError, match="1 supplied arguments"):
+        sized.create("sized", width=3)
+
+
+def test_create_turns_a_builder_refusal_into_one_params_error(sized: Registry) -> None:
+    with pytest.raises(ParamsError) as info:
+        sized.create("sized", 1, width=4, odd=True)
+    text = "_sized wants an odd width. Received: width=4"
+    assert str(info.value) == f"widget 'sized': {text}"
+    assert info.value.detail == text
+    assert info.value.errors == [((), text, None)]
+    with pytest.raises(UserError, match=r"^seven is refused as it is$") as refused:
+        sized.create("sized", 1, width=7)  # a builder's own UserError passes as it is
+    assert not isinstance(refused.value, ParamsError)
+    assert sized.apply("sized", lambda s, width=3: s + width, 1, width=2) == 3  # a companion
+    with pytest.raises(ParamsError, match="parameter 'width'"):
+        sized.apply("sized", lambda s, width=3: s + width, 1, width=0)
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def test_variant_lists_its_own_parameters_and_fixes_the_others(sized: Registry) -> None:
+    sized.register_variant("sized5", "sized", "width 5", width=5)
+    sized.register_variant("sized_odd", "sized", "odd, width 4", width=4, odd=True, params=())
+    sized.register_variant("sized_w", "sized", "default width 9", width=9, params=("width",))
+    assert list(sized.params("sized5")) == ["odd"]
+    assert list(sized.params("sized_odd")) == []
+    assert {k: p.default for k, p in sized.params("sized_w").items()} == {"width": 9}
+    assert list(sized.params("sized_w", skip=())) == ["size", "width"]
+    assert sized.create("sized5", 2) == 10
+    assert sized.create("sized_w", 2) == 18
+    assert sized.create("sized_w", 2, width=1) == 2
+    with pytest.raises(ParamsError, match=r"^widget 'sized5', parameter 'width': unknown"):
+        sized.create("sized5", 2, width=3)  # fixed by the variant
+    with pytest.raises(ParamsError, match=r"^widget 'sized_odd': _sized wants an odd width"):
+        sized.create("sized_odd", 2)
+    assert sized.meta("sized5") == {
+        "family": "test", "description": "width 5", "base": "sized", "fixed": {"width": 5}
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="has no parameter"):
+        sized.register_variant("bad", "sized", "typo", widht=3)
+    with pytest.raises(ValueError, match="registered twice"):
+        sized.register_variant("sized5", "sized", "again", width=5)
+
+
+def test_model_variants_keep_their_parameter_lists_and_defaults() -> None:
+    from dlintro.models import MODELS
+
+    def listed(name: str) -> dict[str, object]:
+        return {k: p.default for k, p in MODELS.params(name).items()}
+
+    assert listed("resnet20") == {"shortcut": "A"}
+    assert listed("resnet50") == {}
+    assert listed("gorner_conv_bn") == {
+        "dropout": 0.25, "bn_scale": False, "bn_momentum": 0.999, "kernel_stddev": None,
+        "bias_init": 0.1,
+    }  # fmt: skip
+    assert listed("vgg16_cifar") == {"dropout": 0.5, "batch_norm": True}
+    assert MODELS.meta("resnet110")["family"] == "resnet"
+    assert MODELS.meta("resnet110")["fixed"] == {"depth": 110}
+
+
+def test_build_errors_are_one_params_error() -> None:
+    from types import SimpleNamespace
+
+    from dlintro import models, optim
+
+    with pytest.raises(ParamsError) as info:
+        models.build("resnet_cifar", (32, 32, 3), 10, {"depth": 21})
+    assert str(info.value) == (
+        "model 'resnet_cifar': resnet_cifar depth must be 6n+2 (20, 32, 44, 56, 110...). "
+        "Received: depth=21"
+    )
+    with pytest.raises(ParamsError, match=r"^model 'mlp', parameter 'dropout': input should"):
+        models.build("mlp", (28, 28, 1), 10, {"dropout": 1.5})
+    clipped = SimpleNamespace(
+        name="sgd", learning_rate=0.1, params={"clipnorm": 1.0, "clipvalue": 1.0}
+    )
+    constant = SimpleNamespace(name="constant", params={})
+    with pytest.raises(ParamsError) as info:
+        optim.build(clipped, constant, 10, 1)
+    assert str(info.value) == (
+        "optimizer/schedule: set at most one of global_clipnorm, clipnorm, clipvalue. "
+        "Received: clipnorm, clipvalue"
+    )
+    warm = SimpleNamespace(name="cosine", params={"warmup_steps": 10})
+    plain = SimpleNamespace(name="sgd", learning_rate=0.1, params={})
+    with pytest.raises(ParamsError, match=r"^optimizer/schedule: warmup_steps must be below"):
+        optim.build(plain, warm, 10, 1)

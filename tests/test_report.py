@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from dlintro import config, report, train
+from dlintro import config, figures, report, scores, train
 from dlintro.cli import app
 from dlintro.data import load_dataset
 
@@ -85,7 +85,7 @@ def test_gallery_shows_the_worst_mistakes_as_input_pixels(evaluated) -> None:
     run, _ = evaluated
     gallery = _json(run / "report" / "report.json")["gallery"]
     confusion = np.asarray(_json(run / "metrics.json")["confusion_matrix"])
-    assert len(gallery) == min(report.GALLERY_SIZE, confusion.sum() - np.trace(confusion))
+    assert len(gallery) == min(figures.GALLERY_SIZE, confusion.sum() - np.trace(confusion))
     probabilities = [g["probability_true"] for g in gallery]
     assert probabilities == sorted(probabilities)
     _, arrays = load_dataset("synthetic", Path("unused"), PARAMS)
@@ -93,7 +93,7 @@ def test_gallery_shows_the_worst_mistakes_as_input_pixels(evaluated) -> None:
         assert g["predicted"] != g["true"] == arrays.y_test[g["index"]]
         assert g["top"][0]["class"] == g["predicted"]
         shown = tf.io.decode_png((run / "report" / g["file"]).read_bytes()).numpy()
-        np.testing.assert_array_equal(shown, report.enlarge(arrays.x_test[g["index"]]))
+        np.testing.assert_array_equal(shown, figures.enlarge(arrays.x_test[g["index"]]))
 
 
 def test_html_is_self_contained(evaluated) -> None:
@@ -156,18 +156,18 @@ def test_report_renders_in_chromium(evaluated, tmp_path: Path) -> None:
 def test_class_scores_and_pairs_by_hand() -> None:
     confusion = np.array([[5, 1, 0], [2, 3, 0], [0, 4, 0]])
     names = ["a", "b", "c"]
-    scores = {s["name"]: s for s in report.class_scores(confusion, names)}
-    assert scores["a"]["precision"] == pytest.approx(5 / 7, abs=1e-6)
-    assert scores["a"]["recall"] == scores["a"]["accuracy"] == pytest.approx(5 / 6, abs=1e-6)
-    assert scores["b"]["precision"] == pytest.approx(3 / 8, abs=1e-6)
-    assert scores["c"] == scores["c"] | {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    pairs = report.confused_pairs(confusion, names)
+    by_name = {s["name"]: s for s in scores.class_scores(confusion, names)}
+    assert by_name["a"]["precision"] == pytest.approx(5 / 7, abs=1e-6)
+    assert by_name["a"]["recall"] == by_name["a"]["accuracy"] == pytest.approx(5 / 6, abs=1e-6)
+    assert by_name["b"]["precision"] == pytest.approx(3 / 8, abs=1e-6)
+    assert by_name["c"] == by_name["c"] | {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    pairs = scores.confused_pairs(confusion, names)
     assert [(p["true_name"], p["predicted_name"], p["count"]) for p in pairs] == [
         ("c", "b", 4), ("b", "a", 2), ("a", "b", 1),
     ]  # fmt: skip
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
     labels = np.array([0, 0, 0, 1])
-    assert report.worst_misclassified(probs, labels, 5).tolist() == [2, 1]
+    assert scores.worst_misclassified(probs, labels, 5).tolist() == [2, 1]
 
 
 def test_a_perfect_model_gets_a_report_without_gallery(tmp_path: Path) -> None:

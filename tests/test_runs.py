@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dlintro import config, runlist, train
+from dlintro import config, runlist, runs, train
 from dlintro.cli import app
 from tests.conftest import synthetic_config
 
@@ -110,11 +110,11 @@ def test_list_runs_reads_status_and_numbers(root: Path) -> None:
 
 def test_a_reused_pid_is_not_the_run(root: Path) -> None:
     me = os.getpid()
-    assert runlist.process_alive(me, None, since=time.time()) is True
+    assert runs.process_alive(me, None, since=time.time()) is True
     # our process started long after a run that began a day ago: the pid was reused
-    assert runlist.process_alive(me, None, since=time.time() - 86400) is False
-    assert runlist.process_alive(_dead_pid(), None) is False
-    assert runlist.process_alive(me, "another-host.example") is None
+    assert runs.process_alive(me, None, since=time.time() - 86400) is False
+    assert runs.process_alive(_dead_pid(), None) is False
+    assert runs.process_alive(me, "another-host.example") is None
 
 
 def test_runs_command_fits_80_columns_and_prints_json(root: Path) -> None:

@@ -176,8 +176,8 @@ def test_rows_feed_trains_as_the_stream_does(jit: bool) -> None:
     weights after the same steps, across a short last batch and an epoch end (XLA or not)."""
     import keras
 
-    from dlintro.loop import Feed
-    from dlintro.train import _Session
+    from dlintro.data.feed import Feed
+    from dlintro.trainer import Trainer
 
     cfg = config.load(
         data=synthetic_config(
@@ -192,17 +192,15 @@ def test_rows_feed_trains_as_the_stream_does(jit: bool) -> None:
     )
     weights = []
     for rows in (True, False):
-        session = _Session(cfg, None, None)
-        session.build()
+        session = Trainer(cfg).build()
         spe = session.bundle.steps_per_epoch
-        feed = (
-            session.feed(0) if rows else Feed(session.runner, spe, iterator=iter(session.stream(0)))
-        )
+        stream = session.bundle.train_stream(0, indices=True)
+        feed = session.feed(0) if rows else Feed(spe, iterator=iter(stream))
         assert (feed.rows is not None) == rows
         step, chunks = 0, []
         while step < 14:
             n = feed.chunk(step, min(4, 14 - step, spe - step % spe))
-            assert feed.run(step, n) == n
+            assert feed.run(session.runner, step, n) == n
             step, chunks = step + n, [*chunks, n]
         # Rows cut each epoch before its short last batch: 4, 1, 1 | 4, 1, 1 | 2
         assert chunks == ([4, 1, 1, 4, 1, 1, 2] if rows else [4, 2, 4, 2, 2])
@@ -212,5 +210,5 @@ def test_rows_feed_trains_as_the_stream_does(jit: bool) -> None:
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="cross a rows part"):
-        feed = Feed(session.runner, spe, rows=session.bundle.train_rows)
-        feed.run(4, 2)
+        feed = Feed(spe, rows=session.bundle.train_rows)
+        feed.run(session.runner, 4, 2)

@@ -1,7 +1,9 @@
 """Data: dataset sources (download, verify, parse), the tf.data pipeline and augmentations.
 
-`import dlintro.data` stays free of TensorFlow: `build`, `build_test`, `DataBundle`,
-`AUGMENTATIONS`, `augmented_grid` and `write_png` are imported on first use.
+The dataset registry is `sources.DATASETS`; importing this package imports the dataset families
+(mnist, cifar, folders, synthetic), which register themselves. `import dlintro.data` stays free
+of TensorFlow: `build`, `build_test`, `DataBundle`, `AUGMENTATIONS` (the augment package),
+`augmented_grid` and `write_png` are imported on first use.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dlintro.data import cifar, folders, mnist, synthetic  # noqa: F401  (register the datasets)
 from dlintro.data.download import ensure_files, extract_tar, verify_files
 from dlintro.data.sources import (
     DATASETS,

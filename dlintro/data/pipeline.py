@@ -4,9 +4,8 @@ uint8 arrays stay in memory; elements are batched first and then converted, augm
 normalized a whole batch at a time in one parallel, deterministic map. The training stream
 stops before normalizing: the step does that inside its compiled function (DataBundle.prepare),
 so that without augmentation the pipeline only gathers bytes (README "Performance").
-Normalization is `(x * scale - mean) / std` per channel with scale 1/255 (modes "unit",
-"standardize") or 1 ("none"); its numbers go in `DataBundle.normalization` so that a saved run
-can reuse them.
+Normalization (dlintro.data.normalization) is computed from the training images; its record
+goes in `DataBundle.normalization` so that a saved run can reuse it.
 
 Labels are int32 [B], except in training with a mixing augmentation (mixup, cutmix): then the
 train pipelines yield soft labels, float32 [B, num_classes] rows summing to 1
@@ -24,11 +23,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from dlintro.data import normalization
 from dlintro.data.augment import AugmentFn, MixFn, make_augmenter, make_mixer
+from dlintro.data.feed import Feed
 from dlintro.data.sources import DatasetInfo, data_root, load_dataset
 from dlintro.errors import UserError
 
-MODES = ("unit", "standardize", "none")
 AUGMENT_SEED_OFFSET = 1_000_003
 EVAL_PIXELS = 1024 * 32 * 32  # evaluation batches: up to 1,024 CIFAR-sized images at once
 
@@ -64,6 +64,20 @@ class DataBundle:
     # train_rows(epoch): that epoch's batches as index rows for StepRunner.run_rows (see
     # epoch_rows); None when augmentations or mixing need the stream.
     train_rows: Callable[[int], list[tuple[tf.Tensor, tf.Tensor]]] | None = None
+    batch_size: int = 0  # the (global) training batch
+
+    def feed(self, step: int, strategy: tf.distribute.Strategy | None = None) -> Feed:
+        """The training batches from global step `step` on, as the loop runs them: one device
+        with nothing to augment reads the epochs' index rows; otherwise the stream's index
+        batches (one device: the step gathers the images) or, with `strategy`, every replica's
+        slice of the global batches."""
+        spe = self.steps_per_epoch
+        if strategy is not None:
+            batches = distribute_stream(strategy, self.train_stream, step, self.batch_size)
+            return Feed(spe, iterator=iter(batches))
+        if self.train_rows is not None:
+            return Feed(spe, rows=self.train_rows)
+        return Feed(spe, iterator=iter(self.train_stream(step, indices=True)))
 
     def first_batch(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The run's first training batch (augmented, mixed), normalized as the model gets it."""
@@ -71,50 +85,9 @@ class DataBundle:
         return self.prepare(x), y
 
 
-def _scale(mode: str) -> float:
-    return 1.0 if mode == "none" else 1.0 / 255.0
-
-
-def compute_normalization(mode: str, x: np.ndarray) -> dict[str, Any]:
-    """The json-able normalization of uint8 images x [N,H,W,C]; mean/std from x for standardize.
-
-    Statistics come from exact per-channel histograms (no float overflow, one pass).
-    """
-    if mode not in MODES:
-        raise UserError(f"unknown normalize mode '{mode}'; valid: {', '.join(MODES)}")
-    channels = x.shape[-1]
-    mean, std = [0.0] * channels, [1.0] * channels
-    if mode == "standardize":
-        values = np.arange(256, dtype=np.float64) / 255.0
-        for c in range(channels):
-            hist = np.bincount(x[..., c].ravel(), minlength=256).astype(np.float64)
-            total = hist.sum()
-            m = float(hist @ values / total)
-            s = math.sqrt(max(float(hist @ (values - m) ** 2 / total), 0.0))
-            mean[c], std[c] = m, (s if s > 1e-6 else 1.0)
-    return {"mode": mode, "mean": mean, "std": std}
-
-
-def _check_normalization(norm: Any, channels: int) -> tuple[float, list[float], list[float]]:
-    """Validate saved normalization numbers (they come from a run directory)."""
-    try:
-        mode, mean, std = norm["mode"], list(norm["mean"]), list(norm["std"])
-        mean, std = [float(v) for v in mean], [float(v) for v in std]
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"bad normalization record {norm!r}: need mode, mean, std") from None
-    if mode not in MODES or len(mean) != channels or len(std) != channels:
-        raise UserError(
-            f"normalization record {norm!r} does not fit {channels}-channel images "
-            f"(modes: {', '.join(MODES)})"
-        )
-    if any(not s > 0 for s in std):
-        raise UserError(f"normalization record {norm!r}: std must be positive")
-    return _scale(mode), mean, std
-
-
 def normalizer(norm: dict[str, Any], channels: int) -> Callable[[tf.Tensor], tf.Tensor]:
     """The function images (uint8, or float32 on 0..255) -> normalized float32."""
-    scale, mean, std = _check_normalization(norm, channels)
+    scale, mean, std = normalization.check(norm, channels)
     mean_t = tf.constant(mean, tf.float32)
     inv_std_t = tf.constant([1.0 / s for s in std], tf.float32)
 
@@ -324,8 +297,14 @@ def _batch_size(data_cfg: Any) -> int:
     return batch_size
 
 
-def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataBundle:
-    """Load the configured dataset and build the train / validation / test pipelines."""
+def build(
+    data_cfg: Any, seed: int, data_dir: str | Path | None = None, full_batches: bool = False
+) -> DataBundle:
+    """Load the configured dataset and build the train / validation / test pipelines.
+
+    `data_cfg.batch_size` is the global batch. With `full_batches` (several replicas, whose
+    batches must split evenly) every epoch is its full batches only: the short last one is left
+    out of the steps and of the training images counted."""
     batch_size = _batch_size(data_cfg)
     augment = make_augmenter(list(data_cfg.augment or []))
     mix = make_mixer(list(data_cfg.augment or []))
@@ -338,7 +317,7 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
         x_val, y_val = x_train[val_idx], y_train[val_idx]
         x_train, y_train = x_train[train_idx], y_train[train_idx]
         num_val = len(val_idx)
-    norm = compute_normalization(data_cfg.normalize, x_train)
+    norm = normalization.compute(data_cfg.normalize, x_train)
     images = tf.constant(x_train)  # one copy, shared by the stream and the step
 
     def train_stream(
@@ -357,14 +336,23 @@ def build(data_cfg: Any, seed: int, data_dir: str | Path | None = None) -> DataB
     if num_val:
         validation = make_dataset(x_val, y_val, eval_batch, norm)
     test = make_dataset(arrays.x_test, arrays.y_test, eval_batch, norm)
+    num_train, steps_per_epoch = len(x_train), math.ceil(len(x_train) / batch_size)
+    if full_batches:
+        steps_per_epoch = num_train // batch_size
+        if steps_per_epoch < 1:
+            raise UserError(
+                f"{num_train} training images are fewer than one global batch of {batch_size}"
+            )
+        num_train = steps_per_epoch * batch_size
     return DataBundle(
         validation=validation,
         test=test,
         info=info,
-        num_train=len(x_train),
+        num_train=num_train,
         num_validation=num_val,
         num_test=len(arrays.x_test),
-        steps_per_epoch=math.ceil(len(x_train) / batch_size),
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
         normalization=norm,
         train_stream=train_stream,
         soft_labels=mix is not None,

@@ -8,7 +8,6 @@ from typing import Literal
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Dropout,
     LocalResponseNormalization,
@@ -19,6 +18,7 @@ from dlintro.models.blocks import (
     conv_block,
     dense_block,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 
@@ -82,21 +82,13 @@ def alexnet(
 # ----------------------------------------------------------------------------- named variants
 
 
-@MODELS.register(
-    "alexnet_cifar", family="alexnet", description="AlexNet widths for 32x32: 5x5 stride 1, FC 1024"
-)
-@validated
-def alexnet_cifar(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.5, lrn: bool = False
-) -> keras.Model:
-    """AlexNet's five convolutions and their widths, sized for 32x32 inputs.
-
-    Chosen here (there is no canonical version): 96@5x5 stride 1 (SAME) in place of 11x11
-    stride 4, 256@5x5, 384@3x3, 384@3x3, 256@3x3, the same 3x3 stride-2 max-pools after conv1,
-    conv2 and conv5 (32 -> 15 -> 7 -> 3), and two hidden FC layers of 1024 instead of 4096.
-    7,139,722 parameters for 10 classes on 32x32x3.
-    """
-    return alexnet(
-        input_shape, num_classes, (96, 256, 384, 384, 256), (5, 5, 3, 3, 3), (1, 1, 1, 1, 1),
-        "same", (1, 2, 5), (1024, 1024), dropout, lrn,
-    )  # fmt: skip
+# alexnet_cifar: AlexNet's five convolutions and their widths, sized for 32x32 inputs. Chosen
+# here (there is no canonical version): 96@5x5 stride 1 (SAME) in place of 11x11 stride 4,
+# 256@5x5, 384@3x3, 384@3x3, 256@3x3, the same 3x3 stride-2 max-pools after conv1, conv2 and
+# conv5 (32 -> 15 -> 7 -> 3), and two hidden FC layers of 1024 instead of 4096. 7,139,722
+# parameters for 10 classes on 32x32x3.
+MODELS.register_variant(
+    "alexnet_cifar", "alexnet", "AlexNet widths for 32x32: 5x5 stride 1, FC 1024",
+    filters=(96, 256, 384, 384, 256), kernel_sizes=(5, 5, 3, 3, 3), strides=(1, 1, 1, 1, 1),
+    first_padding="same", pool_after=(1, 2, 5), dense=(1024, 1024), params=("dropout", "lrn"),
+)  # fmt: skip

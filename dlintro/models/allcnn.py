@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Dropout,
     Positive,
@@ -14,6 +13,7 @@ from dlintro.models.blocks import (
     conv_block,
     probabilities,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 

@@ -8,7 +8,6 @@ from typing import Literal
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Activation,
     BiasInit,
@@ -21,6 +20,7 @@ from dlintro.models.blocks import (
     conv_block,
     dense_block,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 
@@ -122,52 +122,26 @@ def plain_convnet(
 # ----------------------------------------------------------------------------- named variants
 
 
-@MODELS.register("gorner_conv", family="convnets", description="conv 4-8-12 strided, dense 200")
-@validated
-def gorner_conv(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    dropout: Dropout = 0.0,
-    kernel_stddev: KernelStd = None,
-    bias_init: BiasInit = 0.0,
-) -> keras.Model:
-    return strided_convnet(
-        input_shape, num_classes, (4, 8, 12), (5, 5, 4), (1, 2, 2), 200, dropout,
-        kernel_stddev=kernel_stddev, bias_init=bias_init,
-    )  # fmt: skip
+GORNER = ("dropout", "kernel_stddev", "bias_init")  # what the Gorner variants keep configurable
+variant = MODELS.register_variant
+variant(
+    "gorner_conv", "strided_convnet", "conv 4-8-12 strided, dense 200",
+    filters=(4, 8, 12), kernel_sizes=(5, 5, 4), strides=(1, 2, 2), dense=200, params=GORNER,
+)  # fmt: skip
+variant(
+    "gorner_conv_big", "strided_convnet", "conv 6-12-24 strided",
+    filters=(6, 12, 24), kernel_sizes=(6, 5, 4), strides=(1, 2, 2), dense=200, dropout=0.25,
+    params=GORNER,
+)  # fmt: skip
+variant(
+    "gorner_conv_bn", "strided_convnet", "conv 24-48-64 + batch norm",
+    filters=(24, 48, 64), kernel_sizes=(6, 5, 4), strides=(1, 2, 2), dense=200, batch_norm=True,
+    dropout=0.25, bn_scale=False, bn_momentum=0.999, bias_init=0.1,
+    params=("dropout", "bn_scale", "bn_momentum", "kernel_stddev", "bias_init"),
+)  # fmt: skip
 
 
-@MODELS.register("gorner_conv_big", family="convnets", description="conv 6-12-24 strided")
-@validated
-def gorner_conv_big(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    dropout: Dropout = 0.25,
-    kernel_stddev: KernelStd = None,
-    bias_init: BiasInit = 0.0,
-) -> keras.Model:
-    return strided_convnet(
-        input_shape, num_classes, (6, 12, 24), (6, 5, 4), (1, 2, 2), 200, dropout,
-        kernel_stddev=kernel_stddev, bias_init=bias_init,
-    )  # fmt: skip
-
-
-@MODELS.register("gorner_conv_bn", family="convnets", description="conv 24-48-64 + batch norm")
-@validated
-def gorner_conv_bn(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    dropout: Dropout = 0.25,
-    bn_scale: bool = False,
-    bn_momentum: Momentum = 0.999,
-    kernel_stddev: KernelStd = None,
-    bias_init: BiasInit = 0.1,
-) -> keras.Model:
-    return strided_convnet(
-        input_shape, num_classes, (24, 48, 64), (6, 5, 4), (1, 2, 2), 200, dropout,
-        batch_norm=True, bn_scale=bn_scale, bn_momentum=bn_momentum,
-        kernel_stddev=kernel_stddev, bias_init=bias_init,
-    )  # fmt: skip
+# keras_cnn, tf_deep and keras_cifar_conv map one `dropout` onto plain_convnet's two: builders.
 
 
 @MODELS.register("keras_cnn", family="convnets", description="Keras MNIST CNN: 2 conv, dense 256")

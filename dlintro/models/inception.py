@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Dropout,
     LocalResponseNormalization,
@@ -16,6 +15,7 @@ from dlintro.models.blocks import (
     dense_block,
     probabilities,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 # The paper's table 1, module by module: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.

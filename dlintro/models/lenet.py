@@ -8,8 +8,8 @@ import keras
 from keras import layers
 from pydantic import Field
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import Activation, check_input, classifier, conv_block, dense_block
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 

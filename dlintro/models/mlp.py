@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Activation,
     BiasInit,
@@ -19,6 +18,7 @@ from dlintro.models.blocks import (
     classifier,
     dense_block,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 
@@ -61,42 +61,11 @@ def mlp(
     return keras.Model(inputs, outputs, name="mlp")
 
 
-@MODELS.register("softmax", family="mlp", description="784 -> 10 softmax regression")
-@validated
-def softmax(
-    input_shape: tuple[int, ...], num_classes: int, kernel_stddev: KernelStd = None
-) -> keras.Model:
-    return mlp(input_shape, num_classes, hidden=(), kernel_stddev=kernel_stddev)
-
-
-@MODELS.register("mlp5", family="mlp", description="the 5-layer 200-100-60-30 MLP")
-@validated
-def mlp5(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    activation: Activation = "relu",
-    dropout: Dropout = 0.0,
-    batch_norm: bool = False,
-    bn_scale: bool = True,
-    bn_momentum: Momentum = 0.99,
-    kernel_stddev: KernelStd = None,
-    bias_init: BiasInit = 0.0,
-) -> keras.Model:
-    return mlp(
-        input_shape, num_classes, (200, 100, 60, 30), activation, dropout, batch_norm,
-        bn_scale, bn_momentum, kernel_stddev, bias_init,
-    )  # fmt: skip
-
-
-@MODELS.register("mlp_16x16", family="mlp", description="784-16-16-10 ReLU")
-@validated
-def mlp_16x16(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    return mlp(input_shape, num_classes, hidden=(16, 16), activation="relu")
-
-
-@MODELS.register("keras_mlp", family="mlp", description="Dense 512 ReLU, dropout 0.2")
-@validated
-def keras_mlp(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.2
-) -> keras.Model:
-    return mlp(input_shape, num_classes, hidden=(512,), activation="relu", dropout=dropout)
+variant = MODELS.register_variant
+variant("softmax", "mlp", "784 -> 10 softmax regression", hidden=(), params=("kernel_stddev",))
+variant("mlp5", "mlp", "the 5-layer 200-100-60-30 MLP", hidden=(200, 100, 60, 30))
+variant("mlp_16x16", "mlp", "784-16-16-10 ReLU", hidden=(16, 16), activation="relu", params=())
+variant(
+    "keras_mlp", "mlp", "Dense 512 ReLU, dropout 0.2", hidden=(512,), activation="relu",
+    dropout=0.2, params=("dropout",),
+)  # fmt: skip

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Dropout,
     Positive,
@@ -15,6 +14,7 @@ from dlintro.models.blocks import (
     conv_block,
     probabilities,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 

@@ -14,8 +14,8 @@ import keras
 from keras import layers
 from pydantic import Field
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import Momentum, Positive, check_input, classifier
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 Shortcut = Literal["A", "B"]
@@ -254,79 +254,21 @@ def preact_resnet_cifar(
 
 
 # ----------------------------------------------------------------------------- named variants
+# CIFAR counts: see resnet_cifar's and preact_resnet_cifar's docstrings. ImageNet, trainable
+# parameters on 224x224x3 for 1000 classes (torchvision's counts): ResNet-18 11,689,512,
+# -34 21,797,672, -50 25,557,032, -152 60,192,808.
 
-
-@MODELS.register("resnet20", family="resnet", description="CIFAR ResNet-20 (0.27M)")
-@validated
-def resnet20(
-    input_shape: tuple[int, ...], num_classes: int, shortcut: Shortcut = "A"
-) -> keras.Model:
-    return resnet_cifar(input_shape, num_classes, 20, shortcut)
-
-
-@MODELS.register("resnet32", family="resnet", description="CIFAR ResNet-32 (0.46M)")
-@validated
-def resnet32(
-    input_shape: tuple[int, ...], num_classes: int, shortcut: Shortcut = "A"
-) -> keras.Model:
-    return resnet_cifar(input_shape, num_classes, 32, shortcut)
-
-
-@MODELS.register("resnet44", family="resnet", description="CIFAR ResNet-44 (0.66M)")
-@validated
-def resnet44(
-    input_shape: tuple[int, ...], num_classes: int, shortcut: Shortcut = "A"
-) -> keras.Model:
-    return resnet_cifar(input_shape, num_classes, 44, shortcut)
-
-
-@MODELS.register("resnet56", family="resnet", description="CIFAR ResNet-56 (0.85M)")
-@validated
-def resnet56(
-    input_shape: tuple[int, ...], num_classes: int, shortcut: Shortcut = "A"
-) -> keras.Model:
-    return resnet_cifar(input_shape, num_classes, 56, shortcut)
-
-
-@MODELS.register("resnet110", family="resnet", description="CIFAR ResNet-110 (1.7M)")
-@validated
-def resnet110(
-    input_shape: tuple[int, ...], num_classes: int, shortcut: Shortcut = "A"
-) -> keras.Model:
-    return resnet_cifar(input_shape, num_classes, 110, shortcut)
-
-
-@MODELS.register(
-    "preact_resnet164", family="resnet", description="pre-activation ResNet-164 (1.7M)"
-)
-@validated
-def preact_resnet164(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    return preact_resnet_cifar(input_shape, num_classes, 164)
-
-
-@MODELS.register("resnet18", family="resnet", description="ImageNet ResNet-18 (basic blocks)")
-@validated
-def resnet18(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """11,689,512 trainable parameters on 224x224x3 for 1000 classes (torchvision's count)."""
-    return resnet(input_shape, num_classes, "basic", (2, 2, 2, 2))
-
-
-@MODELS.register("resnet34", family="resnet", description="ImageNet ResNet-34 (basic blocks)")
-@validated
-def resnet34(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """21,797,672 trainable parameters on 224x224x3 for 1000 classes (torchvision's count)."""
-    return resnet(input_shape, num_classes, "basic", (3, 4, 6, 3))
-
-
-@MODELS.register("resnet50", family="resnet", description="ImageNet ResNet-50 (bottlenecks)")
-@validated
-def resnet50(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """25,557,032 trainable parameters on 224x224x3 for 1000 classes (torchvision's count)."""
-    return resnet(input_shape, num_classes, "bottleneck", (3, 4, 6, 3))
-
-
-@MODELS.register("resnet152", family="resnet", description="ImageNet ResNet-152 (bottlenecks)")
-@validated
-def resnet152(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """60,192,808 trainable parameters on 224x224x3 for 1000 classes (torchvision's count)."""
-    return resnet(input_shape, num_classes, "bottleneck", (3, 8, 36, 3))
+variant = MODELS.register_variant
+variant("resnet20", "resnet_cifar", "CIFAR ResNet-20 (0.27M)", depth=20, params=("shortcut",))
+variant("resnet32", "resnet_cifar", "CIFAR ResNet-32 (0.46M)", depth=32, params=("shortcut",))
+variant("resnet44", "resnet_cifar", "CIFAR ResNet-44 (0.66M)", depth=44, params=("shortcut",))
+variant("resnet56", "resnet_cifar", "CIFAR ResNet-56 (0.85M)", depth=56, params=("shortcut",))
+variant("resnet110", "resnet_cifar", "CIFAR ResNet-110 (1.7M)", depth=110, params=("shortcut",))
+variant("preact_resnet164", "preact_resnet_cifar", "pre-activation ResNet-164 (1.7M)", depth=164,
+        params=())  # fmt: skip
+BASIC, BOTTLENECK = "ImageNet ResNet-{} (basic blocks)", "ImageNet ResNet-{} (bottlenecks)"
+variant("resnet18", "resnet", BASIC.format(18), block="basic", stage_blocks=(2, 2, 2, 2), params=())
+variant("resnet34", "resnet", BASIC.format(34), block="basic", stage_blocks=(3, 4, 6, 3), params=())
+# block: the base's default, "bottleneck"
+variant("resnet50", "resnet", BOTTLENECK.format(50), stage_blocks=(3, 4, 6, 3), params=())
+variant("resnet152", "resnet", BOTTLENECK.format(152), stage_blocks=(3, 8, 36, 3), params=())

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from dlintro.models import MODELS
 from dlintro.models.blocks import (
     Dropout,
     Positive,
@@ -17,6 +16,7 @@ from dlintro.models.blocks import (
     conv_block,
     dense_block,
 )
+from dlintro.models.registry import MODELS
 from dlintro.registry import validated
 
 # The paper's configurations: filters of each 3x3 convolution, stage by stage.
@@ -66,54 +66,19 @@ def vgg(
 
 # ----------------------------------------------------------------------------- named variants
 # `batch_norm: true` gives the BN versions (torchvision's vgg11_bn ...), without conv biases.
+# Parameters on 224x224x3 for 1000 classes (without batch norm): VGG-11 132,863,336,
+# -13 133,047,848, -16 138,357,544, -19 143,667,240. vgg16_cifar: configuration D's 13
+# convolutions with batch norm and a small head for 32x32 inputs (the last pool is 1x1x512):
+# one FC 512 with dropout, then the classifier; 14,995,146 parameters for 10 classes
+# (14,986,698 trainable).
 
-
-@MODELS.register("vgg11", family="vgg", description="VGG-11 (configuration A)")
-@validated
-def vgg11(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.5, batch_norm: bool = False
-) -> keras.Model:
-    """132,863,336 parameters on 224x224x3 for 1000 classes (without batch norm)."""
-    return vgg(input_shape, num_classes, CONFIGURATIONS["A"], (4096, 4096), dropout, batch_norm)
-
-
-@MODELS.register("vgg13", family="vgg", description="VGG-13 (configuration B)")
-@validated
-def vgg13(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.5, batch_norm: bool = False
-) -> keras.Model:
-    """133,047,848 parameters on 224x224x3 for 1000 classes (without batch norm)."""
-    return vgg(input_shape, num_classes, CONFIGURATIONS["B"], (4096, 4096), dropout, batch_norm)
-
-
-@MODELS.register("vgg16", family="vgg", description="VGG-16 (configuration D)")
-@validated
-def vgg16(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.5, batch_norm: bool = False
-) -> keras.Model:
-    """138,357,544 parameters on 224x224x3 for 1000 classes (without batch norm)."""
-    return vgg(input_shape, num_classes, CONFIGURATIONS["D"], (4096, 4096), dropout, batch_norm)
-
-
-@MODELS.register("vgg19", family="vgg", description="VGG-19 (configuration E)")
-@validated
-def vgg19(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.5, batch_norm: bool = False
-) -> keras.Model:
-    """143,667,240 parameters on 224x224x3 for 1000 classes (without batch norm)."""
-    return vgg(input_shape, num_classes, CONFIGURATIONS["E"], (4096, 4096), dropout, batch_norm)
-
-
-@MODELS.register(
-    "vgg16_cifar", family="vgg", description="VGG-16 convs + batch norm, head 512 (32x32 inputs)"
-)
-@validated
-def vgg16_cifar(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.5, batch_norm: bool = True
-) -> keras.Model:
-    """Configuration D's 13 convolutions with batch norm, and a small head for 32x32 inputs.
-
-    On 32x32 the last pool is 1x1x512, so the head is one FC 512 with dropout, then the
-    classifier: 14,995,146 parameters for 10 classes (14,986,698 trainable).
-    """
-    return vgg(input_shape, num_classes, CONFIGURATIONS["D"], (512,), dropout, batch_norm)
+KEEP = ("dropout", "batch_norm")  # the head's FC layers stay as the variant sets them
+variant = MODELS.register_variant
+variant("vgg11", "vgg", "VGG-11 (configuration A)", stages=CONFIGURATIONS["A"], params=KEEP)
+variant("vgg13", "vgg", "VGG-13 (configuration B)", stages=CONFIGURATIONS["B"], params=KEEP)
+variant("vgg16", "vgg", "VGG-16 (configuration D)", stages=CONFIGURATIONS["D"], params=KEEP)
+variant("vgg19", "vgg", "VGG-19 (configuration E)", stages=CONFIGURATIONS["E"], params=KEEP)
+variant(
+    "vgg16_cifar", "vgg", "VGG-16 convs + batch norm, head 512 (32x32 inputs)",
+    stages=CONFIGURATIONS["D"], dense=(512,), batch_norm=True, params=KEEP,
+)  # fmt: skip

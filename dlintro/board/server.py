@@ -1,13 +1,5 @@
-"""TensorBoard: the hparams every run records (so that the dashboard can sort and filter runs by
-their settings and results), and the server behind `dlintro board`.
-
-The hparams of a run are written to RUN/logs/ (one hparams session per run, named after the run
-directory). No experiment summary is written: TensorBoard then infers the hparams' domains from
-the runs it finds (and shows first those whose values differ between runs), and takes as metrics
-the last values of the scalars in RUN/logs/{train,validation,test}/ (test accuracy and loss, the
-last epoch's training and validation loss and accuracy, ...), so a running run shows its latest
-numbers. TensorBoard is imported inside the functions.
-"""
+"""The TensorBoard server behind `dlintro board`, on 127.0.0.1 only. TensorBoard is imported
+inside the functions."""
 
 from __future__ import annotations
 
@@ -17,25 +9,6 @@ from typing import Any
 from dlintro.errors import UserError
 
 HOST = "127.0.0.1"
-
-
-def hparams_of(cfg: Any, total_steps: int, epochs: int) -> dict[str, Any]:
-    """The settings of a run that the hparams dashboard shows (from its resolved Config)."""
-    return {
-        "model": cfg.model.name,
-        "dataset": cfg.data.dataset,
-        "optimizer": cfg.optimizer.name,
-        "learning_rate": float(cfg.optimizer.learning_rate),
-        "schedule": cfg.schedule.name,
-        "batch_size": int(cfg.data.batch_size),
-        "epochs": int(epochs),
-        "steps": int(total_steps),
-        "seed": int(cfg.seed),
-        "augment": ",".join(a.name for a in cfg.data.augment) or "none",
-        "precision": cfg.train.precision,
-        "label_smoothing": float(cfg.train.label_smoothing),
-        "l2": float(cfg.train.l2),
-    }
 
 
 def launch(runs_dir: str | Path, port: int = 6006, reload_interval: float = 5.0) -> tuple[Any, str]:

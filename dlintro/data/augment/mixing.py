@@ -1,5 +1,5 @@
 """Mixing augmentations (mixup, cutmix): they combine pairs of examples of a batch, so they change
-the labels too and make the training stream yield soft labels (see dlintro.data.augment).
+the labels too and make the training stream yield soft labels (see dlintro.data.augment.registry).
 
 Each builder returns `fn(images [B,H,W,C] float32, labels [B, C] float32, seed) -> (images,
 labels)`, seeded statelessly per batch like every augmentation, so exact resume still holds.
@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import pydantic
 
-from dlintro.data.augment import AUGMENTATIONS, MixFn, _box_mask, _seed
+from dlintro.data.augment.ops import box_mask, stateless_seed
+from dlintro.data.augment.registry import AUGMENTATIONS, MixFn
 from dlintro.registry import validated
 
 
@@ -50,7 +51,7 @@ def mixup(alpha: Alpha = 0.2) -> MixFn:
     def fn(images: Any, labels: Any, seed: Any) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        s = _seed(seed)
+        s = stateless_seed(seed)
         fold = [tf.random.experimental.stateless_fold_in(s, i) for i in range(2)]
         perm = _partners(fold[0], tf.shape(images)[0])
         lam = _beta(fold[1], alpha)
@@ -74,7 +75,7 @@ def cutmix(alpha: Alpha = 1.0) -> MixFn:
     def fn(images: Any, labels: Any, seed: Any) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        s = _seed(seed)
+        s = stateless_seed(seed)
         fold = [tf.random.experimental.stateless_fold_in(s, i) for i in range(4)]
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
@@ -88,7 +89,7 @@ def cutmix(alpha: Alpha = 1.0) -> MixFn:
             high = tf.clip_by_value(centre + cut // 2, 0, size)
             sides.append((low, high - low))
         (top, box_h), (left, box_w) = sides
-        box = _box_mask(height, width, *(tf.reshape(v, [1]) for v in (top, left, box_h, box_w)))
+        box = box_mask(height, width, *(tf.reshape(v, [1]) for v in (top, left, box_h, box_w)))
         images = tf.where(box[..., None], tf.gather(images, perm), images)
         lam = 1.0 - tf.cast(box_h * box_w, tf.float32) / tf.cast(height * width, tf.float32)
         return images, mix_pairs(labels, perm, lam)

@@ -1,0 +1,27 @@
+"""The `dlintro` command: parse, call the API, render with rich.
+
+One module per group of commands (training, inspection, runs, artifacts); dlintro.cli.common
+holds the app, the consoles and the error handling they share. TensorFlow is imported inside
+the commands that need it, so `dlintro --help` is instant.
+Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+from dlintro.cli import artifacts, inspection, runs, training
+from dlintro.cli.common import app
+
+# `dlintro --help` lists the commands in this order (older than the split into modules)
+ORDER = (
+    "train", "launch", "env", "eval", "summary", "preview", "predict", "export", "models",
+    "datasets", "board", "runs", "compare",
+)  # fmt: skip
+app.registered_commands.sort(key=lambda command: ORDER.index(command.name or ""))
+
+
+def main() -> None:
+    """Entry point of the `dlintro` command."""
+    app()
+
+
+__all__ = ["app", "artifacts", "inspection", "main", "runs", "training"]

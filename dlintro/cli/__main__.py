@@ -1,0 +1,5 @@
+"""`python -m dlintro.cli` is the same as the `dlintro` command."""
+
+from dlintro.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""The training commands: `train` (a new run or a resumed one), `launch` (local multi-worker
+training) and `env` (where training would run)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlintro.cli.common import (
+    STARTED,
+    DataDirOpt,
+    JsonOpt,
+    SetOpt,
+    app,
+    err,
+    handled,
+    out,
+    percent,
+    plural,
+)
+from dlintro.errors import UserError
+
+
+@app.command("train")
+@handled
+def train(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="A YAML config, such as configs/mnist_conv.yaml.", show_default=False),
+    ] = None,
+    set_: SetOpt = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", min=1, help="Train for N epochs (overrides train.epochs/steps)."),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", min=1, help="Train for N steps (overrides train.steps/epochs)."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="Where to write the run (default runs/<name>-<time>)."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue this run directory from its last checkpoint."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --resume: accept config changes that break it.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train a model from a YAML config and write runs/<name>-<time>/, or resume a run.
+
+    Example: dlintro train configs/mnist_conv.yaml --set data.batch_size=64 --epochs 2
+
+    Example: dlintro train --resume runs/mnist_conv-20260101-120000
+    """
+    from dlintro import config as config_mod
+
+    if epochs is not None and steps is not None:
+        raise UserError("--epochs and --steps: give one of them, not both")
+    overrides = list(set_ or [])
+    if epochs is not None:
+        overrides += [f"train.epochs={epochs}", "train.steps=null"]
+    if steps is not None:
+        overrides += [f"train.steps={steps}", "train.epochs=null"]
+    if resume is not None:
+        if config is not None or run_dir is not None:
+            raise UserError(
+                "--resume RUN_DIR takes no CONFIG or --run-dir; use --set to change keys"
+            )
+        from dlintro import runs
+
+        # run-directory and config errors first, before TensorFlow starts
+        config_mod.load(runs.open_run(resume) / "config.yaml", overrides)
+    elif config is None:
+        raise UserError("give a CONFIG to train, or --resume RUN_DIR")
+    elif force:
+        raise UserError("--force goes with --resume")
+    else:
+        cfg = config_mod.load(config, overrides)
+    from dlintro import train as train_mod
+    from dlintro.progress import make_reporter
+
+    common = {
+        "data_dir": data_dir, "reporter": make_reporter(out), "command": sys.argv,
+        "started": STARTED,
+    }  # fmt: skip
+    if resume is not None:
+        result = train_mod.resume(resume, overrides, force=force, **common)
+    else:
+        result = train_mod.run(cfg, run_dir=run_dir, **common)
+    m = result.metrics
+    if not m:  # a worker other than the chief: it wrote nothing
+        out.print(
+            f"worker done: {result.steps:,} steps in {result.wall_seconds:.1f} s; "
+            f"weights {result.fingerprint[:16]}"
+        )
+        return
+    out.print(
+        f"test accuracy {percent(m['accuracy'])}  loss {m['loss']:.4f}  "
+        f"({m['num_examples']:,} test images)"
+    )
+    if result.start_step:
+        out.print(
+            f"resumed at step {result.start_step:,}; {result.steps:,} steps, "
+            f"{plural(result.epochs, 'epoch')} in all; this session {result.wall_seconds:.1f} s "
+            f"wall ({result.images_per_second:,.0f} images/s); "
+            f"{result.train_seconds:.1f} s training over all sessions"
+        )
+    else:
+        out.print(
+            f"{result.steps:,} steps, {plural(result.epochs, 'epoch')} in "
+            f"{result.wall_seconds:.1f} s wall "
+            f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
+        )
+    out.print(f"run directory: {result.run_dir}  (weights {result.fingerprint[:16]})")
+    out.print(f"next: dlintro eval {result.run_dir}")
+
+
+@app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@handled
+def launch(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=64)] = 2,
+) -> None:
+    """Train on N local worker processes (multi-worker on one machine, over 127.0.0.1).
+
+    Everything after the options is passed to `dlintro train` in each worker; worker 0 is the
+    chief and alone writes the run. If one worker fails, the others are stopped.
+
+    Example: dlintro launch --workers 2 configs/mnist_conv.yaml --epochs 1
+    """
+    from dlintro import launch as launch_mod
+
+    if not ctx.args:
+        raise UserError("give the train arguments, e.g. dlintro launch --workers 2 CONFIG")
+    code = launch_mod.launch(workers, list(ctx.args), lambda line: out.print(line, markup=False))
+    if code:
+        err.print(f"error: launch: a worker failed (exit {code})", style="red", markup=False)
+        raise typer.Exit(code)
+
+
+@app.command("env")
+@handled
+def env_(json_: JsonOpt = False) -> None:
+    """Versions, devices (physical and logical), threads, and the strategy `auto` would pick.
+
+    Example: dlintro env --json
+    """
+    from dlintro import distribute
+
+    info = distribute.environment()
+    if json_:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in info.items():
+        shown = ", ".join(value) if isinstance(value, list) else str(value)
+        if key.endswith("_threads") and value == 0:
+            shown = "0 (TensorFlow decides)"
+        table.add_row(key.replace("_", " "), shown)
+    out.print(table)
