@@ -13,23 +13,14 @@ from typer.testing import CliRunner, Result
 
 from dlintro import __version__
 from dlintro.cli import app
-from tests.conftest import CONFIGS, write_config
+from tests.conftest import CONFIGS, synthetic_yaml, write_config
 
 # typer >= 0.16 ships its own CliRunner whose Result keeps stdout and stderr apart
 # (there is no mix_stderr argument any more); `output` is the two interleaved.
 
-SYNTHETIC = """\
-name: tiny
-seed: 0
-data:
-  dataset: synthetic
-  params: {num_train: 64, num_test: 32}
-  batch_size: 16
-model:
-  name: mlp5
-optimizer: {name: adam, learning_rate: 1e-3}
-train: {epochs: 5}
-"""
+SYNTHETIC = synthetic_yaml(
+    "tiny", "optimizer: {name: adam, learning_rate: 1e-3}", "train: {epochs: 5}", seed=0
+)
 NUM_TEST = 32
 NUM_CLASSES = 10
 MLP5_PARAMS = 784 * 200 + 200 + 200 * 100 + 100 + 100 * 60 + 60 + 60 * 30 + 30 + 30 * 10 + 10

@@ -19,18 +19,9 @@ import numpy as np
 import pytest
 
 from dlintro import __version__
-from tests.conftest import write_config
+from tests.conftest import synthetic_yaml, write_config
 
-SYNTHETIC = """\
-name: tiny
-data:
-  dataset: synthetic
-  params: {num_train: 64, num_test: 32}
-  batch_size: 16
-model:
-  name: mlp5
-train: {epochs: 2}
-"""
+SYNTHETIC = synthetic_yaml("tiny", "train: {epochs: 2}")
 
 
 def _script() -> str:

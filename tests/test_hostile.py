@@ -100,17 +100,21 @@ def _mnist_copy(tmp: Path, damage: Callable[[Path], None]) -> Path:
     return data
 
 
+def _train_mnist(tmp: Path, data: Path) -> list:
+    """`dlintro train` arguments for one softmax step on the MNIST files under `data`."""
+    (tmp / "c.yaml").write_text(
+        "name: t\ndata: {dataset: mnist}\nmodel: {name: softmax}\ntrain: {steps: 1}\n"
+    )
+    return ["train", tmp / "c.yaml", "--data-dir", data, "--run-dir", tmp / "run"]
+
+
 def _case_truncated_data(tmp: Path) -> tuple[list, str]:
     def cut(d: Path) -> None:
         f = d / "t10k-labels-idx1-ubyte.gz"
         f.write_bytes(f.read_bytes()[:1000])
 
-    data = _mnist_copy(tmp, cut)
-    (tmp / "c.yaml").write_text(
-        "name: t\ndata: {dataset: mnist}\nmodel: {name: softmax}\ntrain: {steps: 1}\n"
-    )
     return (
-        ["train", tmp / "c.yaml", "--data-dir", data, "--run-dir", tmp / "run"],
+        _train_mnist(tmp, _mnist_copy(tmp, cut)),
         "t10k-labels-idx1-ubyte.gz: size 1000 bytes, expected 4542",
     )
 
@@ -122,14 +126,7 @@ def _case_corrupt_data(tmp: Path) -> tuple[list, str]:
         bad = gzip.compress(b"\x00\x00\x09\x01" + b"\x00" * 12, mtime=0)
         f.write_bytes(bad + b"\x00" * (size - len(bad)))
 
-    data = _mnist_copy(tmp, corrupt)
-    (tmp / "c.yaml").write_text(
-        "name: t\ndata: {dataset: mnist}\nmodel: {name: softmax}\ntrain: {steps: 1}\n"
-    )
-    return (
-        ["train", tmp / "c.yaml", "--data-dir", data, "--run-dir", tmp / "run"],
-        "t10k-labels-idx1-ubyte.gz",
-    )
+    return _train_mnist(tmp, _mnist_copy(tmp, corrupt)), "t10k-labels-idx1-ubyte.gz"
 
 
 def _case_checksum(tmp: Path) -> tuple[list, str]:
@@ -144,14 +141,8 @@ def _case_checksum(tmp: Path) -> tuple[list, str]:
 
 
 def _case_missing_data(tmp: Path) -> tuple[list, str]:
-    (tmp / "c.yaml").write_text(
-        "name: t\ndata: {dataset: mnist}\nmodel: {name: softmax}\ntrain: {steps: 1}\n"
-    )
     (tmp / "empty").mkdir()
-    return (
-        ["train", tmp / "c.yaml", "--data-dir", tmp / "empty", "--run-dir", tmp / "run"],
-        "train-images-idx3-ubyte.gz",
-    )
+    return _train_mnist(tmp, tmp / "empty"), "train-images-idx3-ubyte.gz"
 
 
 def _case_bad_image(tmp: Path) -> tuple[list, str]:

@@ -17,8 +17,10 @@ in the description). TensorFlow is imported inside the functions.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -275,35 +277,36 @@ def _info(listing: Listing, image_size: tuple[int, int], channels: int, n_train:
     )
 
 
-@validated
-def folder_info(
-    path: str,
-    image_size: ImageSize = (32, 32),
-    channels: Literal[1, 3] = 3,
-    split: Split | None = None,
-    on_error: OnError = "fail",
-) -> DatasetInfo:
+def _arguments(root: Path | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """image_folder's arguments for `params`, its defaults filled in (its signature is the one).
+
+    The companions below are called through `DATASETS.apply`, which has already checked
+    `params` against that signature (strict), so they take them without restating it.
+    """
+    bound = inspect.signature(image_folder).bind(root, **params)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def _size(args: Mapping[str, Any]) -> tuple[int, int]:
+    return int(args["image_size"][0]), int(args["image_size"][1])
+
+
+def folder_info(**params: Any) -> DatasetInfo:
     """The DatasetInfo of an image folder from its listing alone (no decoding; counts all files)."""
-    size = (int(image_size[0]), int(image_size[1]))
-    listing = list_folder(path, split)
-    return _info(listing, size, channels, len(listing.train_files), len(listing.test_files))
+    args = _arguments(None, params)
+    listing = list_folder(args["path"], args["split"])
+    n_train, n_test = len(listing.train_files), len(listing.test_files)
+    return _info(listing, _size(args), args["channels"], n_train, n_test)
 
 
-@validated
-def load_image_folder(
-    root: Path,
-    path: str,
-    image_size: ImageSize = (32, 32),
-    channels: Literal[1, 3] = 3,
-    split: Split | None = None,
-    on_error: OnError = "fail",
-) -> tuple[DatasetInfo, Arrays]:
+def _load(args: Mapping[str, Any]) -> tuple[DatasetInfo, Arrays]:
     """List, decode (once per process) and check an image folder; `root` is not used."""
-    size = (int(image_size[0]), int(image_size[1]))
-    listing = list_folder(path, split)
+    size, channels = _size(args), args["channels"]
+    listing = list_folder(args["path"], args["split"])
     arrays, bad = _decoded(listing, size, channels)
     files = listing.train_files + listing.test_files
-    if len(bad) and on_error == "fail":
+    if len(bad) and args["on_error"] == "fail":
         first = files[bad[0]]
         reason = decode_problem(first, size, channels) or "unreadable"
         more = f" ({len(bad) - 1} more unreadable file(s))" if len(bad) > 1 else ""
@@ -317,6 +320,11 @@ def load_image_folder(
     skipped = tuple(files[i] for i in bad)
     info = _info(listing, size, channels, len(arrays.x_train), len(arrays.x_test), skipped)
     return info, arrays
+
+
+def load_image_folder(root: Path, **params: Any) -> tuple[DatasetInfo, Arrays]:
+    """(DatasetInfo, Arrays) of an image folder: the info depends on the files that decode."""
+    return _load(_arguments(root, params))
 
 
 PLACEHOLDER_INFO = DatasetInfo(
@@ -349,7 +357,7 @@ def image_folder(
     on_error: OnError = "fail",
 ) -> Arrays:
     """PNG/JPEG images in class folders under `path` (see the module docstring)."""
-    return load_image_folder(root, path, image_size, channels, split, on_error)[1]
+    return _load(locals())[1]  # locals() here: exactly this call's (validated) arguments
 
 
 __all__ = [

@@ -9,6 +9,7 @@ without TensorFlow.
 """
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -17,6 +18,17 @@ from dlintro.data.augment.ops import box_mask, rotate, stateless_seed, translate
 from dlintro.data.augment.registry import AUGMENTATIONS, AugmentFn
 from dlintro.errors import UserError
 from dlintro.registry import validated
+
+
+def _per_image(op: Callable[[Any, Any], Any], low: float, high: float) -> AugmentFn:
+    """fn(images, seed) = op(images, one value per image drawn uniformly from [low, high))."""
+
+    def fn(images: Any, seed: Any) -> Any:
+        import tensorflow as tf
+
+        return op(images, uniform(stateless_seed(seed), tf.shape(images)[0], low, high))
+
+    return fn
 
 
 @AUGMENTATIONS.register("random_translation", description="shift by up to a fraction of size")
@@ -47,14 +59,7 @@ def random_rotation(
 ) -> AugmentFn:
     """Rotate each image about its centre by an angle drawn from [-degrees, degrees]."""
     limit = math.radians(degrees)
-
-    def fn(images: Any, seed: Any) -> Any:
-        import tensorflow as tf
-
-        batch = tf.shape(images)[0]
-        return rotate(images, uniform(stateless_seed(seed), batch, -limit, limit))
-
-    return fn
+    return _per_image(rotate, -limit, limit)
 
 
 @AUGMENTATIONS.register("random_zoom", description="zoom in or out by up to a factor")
@@ -63,14 +68,7 @@ def random_zoom(
     factor: Annotated[float, pydantic.Field(ge=0, le=0.9)] = 0.1,
 ) -> AugmentFn:
     """Scale each image about its centre by a factor drawn from [1-factor, 1+factor]."""
-
-    def fn(images: Any, seed: Any) -> Any:
-        import tensorflow as tf
-
-        batch = tf.shape(images)[0]
-        return zoom(images, uniform(stateless_seed(seed), batch, 1.0 - factor, 1.0 + factor))
-
-    return fn
+    return _per_image(zoom, 1.0 - factor, 1.0 + factor)
 
 
 @AUGMENTATIONS.register("random_flip", description="mirror with probability 1/2")
