@@ -96,9 +96,10 @@ class TrainConfig(_Strict):
 
     epochs: Annotated[int, Field(ge=1)] | None = None
     steps: Annotated[int, Field(ge=1)] | None = None
-    steps_per_execution: Annotated[int, Field(ge=1, le=10_000)] = 1
+    # Execution settings, not recipe: `auto` measures them where the run happens (dlintro.tune).
+    steps_per_execution: Literal["auto"] | Annotated[int, Field(ge=1, le=10_000)] = "auto"
     jit_compile: Literal["auto"] | bool = "auto"
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     log_every: Annotated[int, Field(ge=1)] = 100
     deterministic: bool = False
     # Cross-entropy against (1 - e) * one_hot + e / num_classes (see dlintro.loop).

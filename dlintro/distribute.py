@@ -15,6 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from dlintro import tune
 from dlintro.errors import UserError
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS")
@@ -83,9 +84,14 @@ def auto_choice() -> str:
     return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
 
 
-def accelerated() -> bool:
-    """Whether this process has an accelerator (any physical device but a CPU)."""
-    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+def gpu_facts() -> list[dict[str, Any]]:
+    """Each GPU's name and compute capability (what decides bfloat16 or float16); [] on CPU."""
+    out = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        out.append({"name": details.get("device_name", gpu.name),
+                    "compute_capability": details.get("compute_capability")})  # fmt: skip
+    return out
 
 
 def environment() -> dict[str, Any]:
@@ -112,7 +118,9 @@ def environment() -> dict[str, Any]:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "auto_strategy": auto_choice(),
         "cluster": cluster_source(),
-        "xla_on_auto": accelerated(),
+        "cpu": tune.cpu_facts()["model"],
+        "cpu_flags": tune.cpu_facts()["flags"],
+        "execution_on_auto": "measured per run (see dlintro tune CONFIG)",
     }
 
 

@@ -24,6 +24,7 @@ class RunStart:
     start_step: int
     label_smoothing: float
     distribution: str  # the device plan line when distributed, else ""
+    execution: str = ""  # what `auto` chose for XLA, precision and steps per call, and why
 
 
 @dataclass(frozen=True)

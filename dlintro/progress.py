@@ -38,9 +38,8 @@ def _epoch_line(logs: EpochEnd, loss: str = "loss") -> str:
 
 
 def _start_line(plan: RunStart) -> str:
-    if plan.distribution:
-        return f"{_plain_start(plan)}\n{plan.distribution}"
-    return _plain_start(plan)
+    extra = [line for line in (plan.distribution, plan.execution) if line]
+    return "\n".join([_plain_start(plan), *extra])
 
 
 def _plain_start(plan: RunStart) -> str:

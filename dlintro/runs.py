@@ -154,9 +154,12 @@ def machine() -> dict[str, Any]:
     """Where the run ran, for meta.json."""
     import tensorflow as tf
 
+    from dlintro import tune
+
     return {
         "host": platform.node(),
         "platform": platform.platform(),
+        "cpu": tune.cpu_facts(),
         "cpu_count": os.cpu_count(),
         "devices": [d.name for d in tf.config.list_logical_devices()],
     }

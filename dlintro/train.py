@@ -80,7 +80,7 @@ def resume(
             f"{path}: the run finished at step {meta.get('steps')}; nothing to resume "
             "(to train it longer: --resume with --steps or --epochs and --force)"
         )
-    trainer = Trainer(cfg, data_dir, started)
+    trainer = Trainer(cfg, data_dir, started, execution=meta.get("execution"))
     try:
         trainer.build()
         latest = checkpoint.latest(path / "checkpoints")

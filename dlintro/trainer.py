@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlintro import checkpoint, data, distribute, evaluate, models, optim, runs
+from dlintro import checkpoint, data, distribute, evaluate, execution, models, optim, runs, tune
 from dlintro.config import Config
 from dlintro.data.feed import Feed
 from dlintro.errors import DlintroError
@@ -61,11 +61,6 @@ def plan_length(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     return cfg.train.epochs * steps_per_epoch, cfg.train.epochs
 
 
-def jit_compile(setting: str | bool) -> bool:
-    """'auto' uses XLA only on accelerators, as Keras does (XLA is rarely faster on CPU)."""
-    return distribute.accelerated() if setting == "auto" else bool(setting)
-
-
 def weights_fingerprint(model: keras.Model) -> str:
     """SHA-256 of every weight's bytes, in order: equal weights give equal fingerprints."""
     digest = hashlib.sha256()
@@ -80,18 +75,25 @@ class Trainer:
     from `build()`, before anything is written."""
 
     def __init__(
-        self, cfg: Config, data_dir: str | Path | None = None, started: float | None = None
+        self,
+        cfg: Config,
+        data_dir: str | Path | None = None,
+        started: float | None = None,
+        execution: dict[str, Any] | None = None,
     ) -> None:
-        self.cfg, self.data_dir = cfg, data_dir
+        """`execution`: a decision recorded in meta.json (a resumed run keeps its choices)."""
+        self.cfg, self.data_dir, self.recorded = cfg, data_dir, execution
         self.started = started if started is not None else time.time()
 
     def build(self) -> Trainer:
         """Build everything, in this order: the strategy first (collective ops are configured
-        at process start-up), then seeds and precision, data, and in the strategy's scope the
-        model, the optimizer and the step runner."""
+        at process start-up), data, the execution settings (measured where `auto`), then
+        seeds and precision, and in the strategy's scope the model, the optimizer and the
+        step runner."""
         self.build_strategy()
-        self.set_process_state()
         self.build_data()
+        self.choose_execution()
+        self.set_process_state()
         with self.strategy.scope():
             self.build_model()
             self.build_optimizer()
@@ -127,6 +129,25 @@ class Trainer:
         self.bundle = data.build(cfg.data, cfg.seed, self.data_dir, full_batches=self.distributed)
         self.total_steps, self.epochs = plan_length(cfg, self.bundle.steps_per_epoch)
 
+    def choose_execution(self) -> None:
+        """XLA, precision and steps per call (execution.choose: explicit, recorded on resume,
+        or measured); the run config gets the values, `decision` says why."""
+        self.decision = execution.choose(
+            self.run_cfg, self.bundle, self.total_steps, self.strategy, self.plan.workers,
+            self.chief, self.recorded,
+        )  # fmt: skip
+        c, train = self.decision.choice, self.run_cfg.train
+        update = {"jit_compile": c.jit_compile, "precision": c.precision,
+                  "steps_per_execution": c.steps_per_execution}  # fmt: skip
+        self.run_cfg = self.run_cfg.model_copy(update={"train": train.model_copy(update=update)})
+
+    def measure_execution(self) -> tune.Decision:
+        """Every execution candidate of the config's `auto` keys measured afresh on its model,
+        batch and input path (no training; the cache is updated): `dlintro tune`."""
+        self.build_strategy()
+        self.build_data()
+        return execution.measure_all(self.run_cfg, self.bundle, self.total_steps)
+
     def build_model(self) -> None:
         """net: what trains and what checkpoints hold (auxiliary outputs included); model: its
         main output, which is evaluated, saved and reported."""
@@ -155,7 +176,7 @@ class Trainer:
             "l2": cfg.train.l2,
             "prepare": self.bundle.prepare,
         }
-        jit = jit_compile(cfg.train.jit_compile)
+        jit = bool(cfg.train.jit_compile)
         if self.distributed:
             self.runner: StepRunner = DistributedStepRunner(
                 self.net, self.optimizer, jit, self.strategy, self.plan.global_batch, **common
@@ -197,9 +218,11 @@ class Trainer:
                 "epochs": self.epochs,
                 "steps_per_epoch": b.steps_per_epoch,
                 "batch_size": cfg.data.batch_size,
-                "steps_per_execution": cfg.train.steps_per_execution,
-                "jit_compile": jit_compile(cfg.train.jit_compile),
+                "steps_per_execution": self.run_cfg.train.steps_per_execution,
+                "jit_compile": self.run_cfg.train.jit_compile,
+                "precision": self.run_cfg.train.precision,
             },
+            "execution": self.decision.to_dict(),
             "model": {"name": cfg.model.name, "params": int(self.net.count_params())},
             "distribution": {
                 "strategy": type(self.strategy).__name__,
@@ -250,6 +273,7 @@ class Trainer:
                 batch_size=cfg.data.batch_size, start_step=step,
                 label_smoothing=cfg.train.label_smoothing,
                 distribution=self.plan.line() if self.distributed else "",
+                execution=self.decision.line(),
             )
         )  # fmt: skip
         try:

@@ -17,6 +17,9 @@ SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `auto` execution settings are not measured in tests (no XLA, float32, one step per call: the
+# same program on every machine); tests/test_tune.py turns measuring on where it tests it.
+os.environ["DLINTRO_TUNE"] = "off"
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +76,19 @@ def synthetic_config(
         "model": {"name": model} if isinstance(model, str) else model,
         **sections,
     }
+
+
+def synthetic_yaml(
+    name: str, *sections: str, seed: int | None = None, model_params: str = ""
+) -> str:
+    """A tiny config as YAML text (for tests that read a file): mlp5 on 64 + 32 synthetic
+    images in batches of 16, with `seed` and the model's `params` (a flow mapping) when given,
+    then `sections` (top-level lines, e.g. "train: {epochs: 2}") as written."""
+    lines = [f"name: {name}", *([f"seed: {seed}"] if seed is not None else [])]
+    lines += ["data:", "  dataset: synthetic", "  params: {num_train: 64, num_test: 32}"]
+    lines += ["  batch_size: 16", "model:", "  name: mlp5"]
+    lines += [f"  params: {model_params}"] if model_params else []
+    return "\n".join([*lines, *sections, ""])
 
 
 def train_epoch(bundle: Any, epoch: int = 0) -> tuple[Any, Any]:

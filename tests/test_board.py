@@ -101,7 +101,11 @@ def test_images_text_and_graph(run) -> None:
         tag: _values(model_acc, tag)[0][1].item().decode() for tag in ("config", "model_summary")
     }
     shown = "\n".join(line.removeprefix("    ") for line in text["config"].splitlines())
-    assert yaml.safe_load(shown) == cfg.to_dict()
+    # the config as it ran: `auto` execution settings resolved (meta.json's execution choice)
+    chosen = json.loads((result.run_dir / "meta.json").read_text())["execution"]["choice"]
+    resolved = cfg.to_dict()
+    resolved["train"].update(chosen)
+    assert yaml.safe_load(shown) == resolved
     assert "conv1" in text["model_summary"] and "Total params" in text["model_summary"]
 
     assert model_acc.Tags()["graph"]

@@ -11,19 +11,11 @@ import pytest
 from dlintro.config import Config, load
 from dlintro.errors import UserError
 from dlintro.yamlfile import parse_override
-from tests.conftest import CONFIGS, write_config
+from tests.conftest import CONFIGS, synthetic_yaml, write_config
 
-BASE = """\
-name: base
-data:
-  dataset: synthetic
-  params: {num_train: 64, num_test: 32}
-  batch_size: 16
-model:
-  name: mlp5
-  params: {dropout: 0.1}
-optimizer: {name: adam, learning_rate: 0.001}
-"""
+BASE = synthetic_yaml(
+    "base", "optimizer: {name: adam, learning_rate: 0.001}", model_params="{dropout: 0.1}"
+)
 
 
 def _error(path: Path, overrides: tuple[str, ...] = ()) -> str:
@@ -69,9 +61,10 @@ def test_defaults_fill_in(tmp_path: Path) -> None:
     assert cfg.optimizer.name == "adam"
     assert cfg.optimizer.learning_rate == 0.001
     assert cfg.schedule.name == "constant"
-    assert cfg.train.steps_per_execution == 1
+    # execution settings are measured where the run happens (dlintro.tune), not set
+    assert cfg.train.steps_per_execution == "auto"
     assert cfg.train.jit_compile == "auto"
-    assert cfg.train.precision == "float32"
+    assert cfg.train.precision == "auto"
     assert cfg.distribution.strategy == "auto"
 
 
@@ -164,9 +157,127 @@ def test_configs_dir_is_not_empty() -> None:
 # ----------------------------------------------------------------------------- errors
 
 
-def test_unknown_top_level_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\nseeed: 1\n")
-    assert _error(path) == f"{path}:3: unknown key 'seeed' (did you mean 'seed'?)"
+# Each case: the config text, and the one-line error `load` gives for it after the file's path.
+# Exact messages, and (ERROR_STARTS) messages that go on with a list checked elsewhere.
+ERRORS = [
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\nseeed: 1\n",
+        ":3: unknown key 'seeed' (did you mean 'seed'?)",
+        id="unknown_top_level_key",
+    ),
+    pytest.param(
+        "name: t\nmodle: {name: mlp5}\n",
+        ":2: unknown key 'modle' (did you mean 'model'?)",
+        id="misspelled_required_key_gets_did_you_mean",
+    ),
+    pytest.param(
+        "name: t\ndescription: no model\n",
+        ":1: missing required key 'model'",
+        id="missing_required_key",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata:\n  batch_sise: 3\n",
+        ":4: unknown key 'data.batch_sise' (did you mean 'batch_size'?)",
+        id="unknown_nested_key",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 3\n  shuffle_buffer: 1000\n",
+        ":5: 'data.shuffle_buffer' was removed: every epoch shuffles the whole training "
+        "set; delete the key",
+        id="removed_key_says_why",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: '32'\n",
+        ":4: data.batch_size = '32': input should be a valid integer",
+        id="wrong_type_string_batch_size",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 0\n",
+        ":4: data.batch_size = 0: input should be greater than or equal to 1",
+        id="out_of_range_batch_size_zero",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\noptimizer:\n  learning_rate: -0.1\n",
+        ":4: optimizer.learning_rate = -0.1: input should be greater than 0",
+        id="negative_learning_rate",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ntrain:\n  jit_compile: maybe\n",
+        ":4: train.jit_compile = 'maybe': input should be 'auto' or a valid boolean",
+        id="wrong_literal_lists_options",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata: {dataset: mnits}\n",
+        ":3: data.dataset: unknown dataset 'mnits' (did you mean 'mnist'?); "
+        "valid: cifar10, cifar100, fashion_mnist, image_folder, imagenet, mnist, synthetic",
+        id="unknown_dataset_name",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\noptimizer: {name: adamm}\n",
+        ":3: optimizer.name: unknown optimizer 'adamm' (did you mean 'adam'?); "
+        "valid: adadelta, adagrad, adam, adamw, rmsprop, sgd",
+        id="unknown_optimizer_name",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\nschedule:\n  name: cosin\n",
+        ":4: schedule.name: unknown schedule 'cosin' (did you mean 'cosine'?); "
+        "valid: constant, cosine, exponential_decay, one_cycle, piecewise_constant, "
+        "reduce_on_plateau",
+        id="unknown_schedule_name",
+    ),
+    pytest.param(
+        "name: t\nmodel:\n  name: mlp5\n  params: {dropuot: 0.1}\n",
+        ":4: model.params.dropuot: unknown parameter of model 'mlp5' (did you mean 'dropout'?)",
+        id="unknown_model_param",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\nschedule:\n  name: exponential_decay\n"
+        "  params:\n    decay_steps: 0\n",
+        ":6: schedule.params.decay_steps = 0: input should be greater than 0",
+        id="out_of_range_schedule_param",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\nname: u\n",
+        ":3: duplicate key 'name'",
+        id="duplicate_key",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 1\n  batch_size: 2\n",
+        ":5: duplicate key 'data.batch_size'",
+        id="duplicate_nested_key",
+    ),
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ntrain:\n  epochs: 1\n  steps: 3\n",
+        ":3: train: set either train.epochs or train.steps, not both",
+        id="both_epochs_and_steps",
+    ),
+    pytest.param("", ": missing required key 'name'", id="empty_file"),
+]
+ERROR_STARTS = [
+    pytest.param(
+        "name: t\nmodel: {name: mlp5}\ndata:\n  augment:\n    - {name: random_rotatoin}\n",
+        ":5: data.augment[0].name: unknown augmentation 'random_rotatoin' "
+        "(did you mean 'random_rotation'?); valid: cutmix, cutout, mixup, random_crop,",
+        id="unknown_augmentation_name",
+    ),
+    pytest.param(
+        "name: t\nmodel:\n  name: mlp5\n  params:\n    num_classes: 3\n",
+        ":5: model.params.num_classes: unknown parameter of model 'mlp5'",
+        id="supplied_model_param_is_unknown",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), ERRORS)
+def test_config_error(tmp_path: Path, text: str, message: str) -> None:
+    path = write_config(tmp_path / "c.yaml", text)
+    assert _error(path) == f"{path}{message}"
+
+
+@pytest.mark.parametrize(("text", "start"), ERROR_STARTS)
+def test_config_error_starts(tmp_path: Path, text: str, start: str) -> None:
+    path = write_config(tmp_path / "c.yaml", text)
+    assert _error(path).startswith(f"{path}{start}")
 
 
 def test_unknown_top_level_key_without_close_match(tmp_path: Path) -> None:
@@ -175,48 +286,6 @@ def test_unknown_top_level_key_without_close_match(tmp_path: Path) -> None:
     valid = ", ".join(Config.model_fields)
     assert msg == f"{path}:3: unknown key 'zzzz' (valid keys: {valid})"
     assert valid.startswith("name, description, seed, data, model, optimizer, schedule, train")
-
-
-def test_misspelled_required_key_gets_did_you_mean(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", "name: t\nmodle: {name: mlp5}\n")
-    assert _error(path) == f"{path}:2: unknown key 'modle' (did you mean 'model'?)"
-
-
-def test_missing_required_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", "name: t\ndescription: no model\n")
-    assert _error(path) == f"{path}:1: missing required key 'model'"
-
-
-def test_unknown_nested_key(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ndata:\n  batch_sise: 3\n"
-    )
-    assert _error(path) == f"{path}:4: unknown key 'data.batch_sise' (did you mean 'batch_size'?)"
-
-
-def test_removed_key_says_why(tmp_path: Path) -> None:
-    text = "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 3\n  shuffle_buffer: 1000\n"
-    path = write_config(tmp_path / "c.yaml", text)
-    assert _error(path) == (
-        f"{path}:5: 'data.shuffle_buffer' was removed: every epoch shuffles the whole training "
-        "set; delete the key"
-    )
-
-
-def test_wrong_type_string_batch_size(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: '32'\n"
-    )
-    assert _error(path) == f"{path}:4: data.batch_size = '32': input should be a valid integer"
-
-
-def test_out_of_range_batch_size_zero(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 0\n"
-    )
-    assert _error(path) == (
-        f"{path}:4: data.batch_size = 0: input should be greater than or equal to 1"
-    )
 
 
 def test_out_of_range_model_param(tmp_path: Path) -> None:
@@ -229,24 +298,6 @@ def test_out_of_range_model_param(tmp_path: Path) -> None:
     assert "less than 1" in msg
 
 
-def test_negative_learning_rate(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\noptimizer:\n  learning_rate: -0.1\n"
-    )
-    assert _error(path) == (
-        f"{path}:4: optimizer.learning_rate = -0.1: input should be greater than 0"
-    )
-
-
-def test_wrong_literal_lists_options(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ntrain:\n  jit_compile: maybe\n"
-    )
-    assert _error(path) == (
-        f"{path}:4: train.jit_compile = 'maybe': input should be 'auto' or a valid boolean"
-    )
-
-
 def test_unknown_model_name(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", "name: t\nmodel:\n  name: mlp6\n")
     msg = _error(path)
@@ -254,78 +305,6 @@ def test_unknown_model_name(tmp_path: Path) -> None:
     valid = msg.split("; valid: ", 1)[1].split(", ")
     assert {"mlp5", "gorner_conv", "lenet5", "softmax"} <= set(valid)
     assert valid == sorted(valid)
-
-
-def test_unknown_dataset_name(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ndata: {dataset: mnits}\n"
-    )
-    assert _error(path) == (
-        f"{path}:3: data.dataset: unknown dataset 'mnits' (did you mean 'mnist'?); "
-        "valid: cifar10, cifar100, fashion_mnist, image_folder, imagenet, mnist, synthetic"
-    )
-
-
-def test_unknown_optimizer_name(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\noptimizer: {name: adamm}\n"
-    )
-    assert _error(path) == (
-        f"{path}:3: optimizer.name: unknown optimizer 'adamm' (did you mean 'adam'?); "
-        "valid: adadelta, adagrad, adam, adamw, rmsprop, sgd"
-    )
-
-
-def test_unknown_schedule_name(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\nschedule:\n  name: cosin\n"
-    )
-    assert _error(path) == (
-        f"{path}:4: schedule.name: unknown schedule 'cosin' (did you mean 'cosine'?); "
-        "valid: constant, cosine, exponential_decay, one_cycle, piecewise_constant, "
-        "reduce_on_plateau"
-    )
-
-
-def test_unknown_augmentation_name(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml",
-        "name: t\nmodel: {name: mlp5}\ndata:\n  augment:\n    - {name: random_rotatoin}\n",
-    )
-    assert _error(path).startswith(
-        f"{path}:5: data.augment[0].name: unknown augmentation 'random_rotatoin' "
-        "(did you mean 'random_rotation'?); valid: cutmix, cutout, mixup, random_crop,"
-    )
-
-
-def test_unknown_model_param(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel:\n  name: mlp5\n  params: {dropuot: 0.1}\n"
-    )
-    assert _error(path) == (
-        f"{path}:4: model.params.dropuot: unknown parameter of model 'mlp5' "
-        "(did you mean 'dropout'?)"
-    )
-
-
-def test_supplied_model_param_is_unknown(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel:\n  name: mlp5\n  params:\n    num_classes: 3\n"
-    )
-    assert _error(path).startswith(
-        f"{path}:5: model.params.num_classes: unknown parameter of model 'mlp5'"
-    )
-
-
-def test_out_of_range_schedule_param(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml",
-        "name: t\nmodel: {name: mlp5}\nschedule:\n  name: exponential_decay\n"
-        "  params:\n    decay_steps: 0\n",
-    )
-    assert _error(path) == (
-        f"{path}:6: schedule.params.decay_steps = 0: input should be greater than 0"
-    )
 
 
 def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
@@ -337,35 +316,10 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     assert _error(path) == f"{path}:2:20: YAML syntax error: expected <block end>, but found '}}'"
 
 
-def test_duplicate_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\nname: u\n")
-    assert _error(path) == f"{path}:3: duplicate key 'name'"
-
-
-def test_duplicate_nested_key(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml",
-        "name: t\nmodel: {name: mlp5}\ndata:\n  batch_size: 1\n  batch_size: 2\n",
-    )
-    assert _error(path) == f"{path}:5: duplicate key 'data.batch_size'"
-
-
-def test_both_epochs_and_steps(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "c.yaml", "name: t\nmodel: {name: mlp5}\ntrain:\n  epochs: 1\n  steps: 3\n"
-    )
-    assert _error(path) == f"{path}:3: train: set either train.epochs or train.steps, not both"
-
-
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
 def test_non_mapping_file(tmp_path: Path, text: str) -> None:
     path = write_config(tmp_path / "c.yaml", text)
     assert _error(path) == f"{path}:1: a config is a mapping of keys (name:, model:, ...)"
-
-
-def test_empty_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", "")
-    assert _error(path) == f"{path}: missing required key 'name'"
 
 
 def test_missing_file(tmp_path: Path) -> None:

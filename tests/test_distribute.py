@@ -145,6 +145,27 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_writes(workdir: Path, 
     assert meta["weights_sha256"].startswith(chief.group(2))
 
 
+def test_workers_take_the_chiefs_measured_execution_settings(workdir: Path) -> None:
+    """With `auto` measured, only the chief probes; the other worker takes its choice through
+    a collective, so both run the same program: identical weights."""
+    cwd = workdir / "tuned"
+    cwd.mkdir()
+    (cwd / "dist.yaml").write_text((workdir / "dist.yaml").read_text())
+    proc = _dlintro(
+        "launch", "--workers", "2", "dist.yaml", cwd=cwd, DLINTRO_TUNE="on",
+        XDG_CACHE_HOME=str(cwd / "cache"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    chief = re.search(r"\[worker 0\] run directory: (\S+)  \(weights (\w+)\)", out)
+    other = re.search(r"\[worker 1\] worker done: 16 steps in [\d.]+ s; weights (\w+)", out)
+    assert chief and other, out
+    assert chief.group(2) == other.group(1)
+    meta = json.loads((cwd / chief.group(1) / "meta.json").read_text())
+    assert meta["execution"]["source"] == "measured" and meta["execution"]["trials"]
+    assert "[worker 0] auto (jit_compile, precision, steps_per_execution): " in out
+
+
 def test_a_worker_that_dies_makes_the_launcher_stop_the_others(workdir: Path) -> None:
     cwd = workdir / "dies"
     cwd.mkdir()

@@ -29,6 +29,9 @@ from tests.conftest import synthetic_config
 
 RECORD = Path(__file__).with_name("fingerprints.json")
 
+# What the weights were recorded with (the defaults then; `auto` would measure).
+EXECUTION = {"jit_compile": False, "precision": "float32", "steps_per_execution": 1}
+
 CONFIGS: dict[str, dict[str, Any]] = {
     # One device, nothing to augment: the rows feed; Adam, decay, validation, label smoothing.
     "rows_conv": synthetic_config(
@@ -36,7 +39,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         data={"validation_split": 0.1},
         optimizer={"name": "adam", "learning_rate": 0.003},
         schedule={"name": "exponential_decay", "params": {"min_lr": 1e-4, "decay_steps": 20}},
-        train={"epochs": 2, "label_smoothing": 0.1, "log_every": 5},
+        train={"epochs": 2, "label_smoothing": 0.1, "log_every": 5, **EXECUTION},
     ),
     # Augmented stream: SGD with momentum, L2, dropout, mixup, a cosine schedule.
     "stream_mlp": synthetic_config(
@@ -46,7 +49,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
                           {"name": "mixup", "params": {"alpha": 0.2}}]},
         optimizer={"name": "sgd", "learning_rate": 0.05, "params": {"momentum": 0.9}},
         schedule={"name": "cosine"},
-        train={"steps": 25, "l2": 1e-4, "log_every": 5},
+        train={"steps": 25, "l2": 1e-4, "log_every": 5, **EXECUTION},
     ),
 }  # fmt: skip
 

@@ -13,7 +13,7 @@ from dlintro.cli.common import app
 
 # `dlintro --help` lists the commands in this order (older than the split into modules)
 ORDER = (
-    "train", "launch", "env", "eval", "summary", "preview", "predict", "export", "models",
+    "train", "launch", "tune", "env", "eval", "summary", "preview", "predict", "export", "models",
     "datasets", "board", "runs", "compare",
 )  # fmt: skip
 app.registered_commands.sort(key=lambda command: ORDER.index(command.name or ""))

@@ -147,6 +147,56 @@ def launch(
         raise typer.Exit(code)
 
 
+@app.command("tune")
+@handled
+def tune_(
+    config: Annotated[
+        Path,
+        typer.Argument(help="A YAML config, such as configs/mnist_conv.yaml.", show_default=False),
+    ],
+    set_: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Measure what `auto` would choose for XLA, precision and steps per call, without training.
+
+    Every candidate of the config's auto keys runs a few compiled steps of the real model,
+    batch and input path; the table shows images/s, and the cache that `train` reads is
+    updated. Explicit values in the config (or --set) are not probed.
+
+    Example: dlintro tune configs/mnist_conv.yaml
+    """
+    from dlintro import config as config_mod
+
+    cfg = config_mod.load(config, list(set_ or []))
+    from dlintro import tune
+    from dlintro.trainer import Trainer
+
+    trainer = Trainer(cfg, data_dir)
+    try:
+        decision = trainer.measure_execution()
+    finally:
+        trainer.close()
+    cpu = tune.cpu_facts()
+    if json_:
+        sys.stdout.write(json.dumps({**decision.to_dict(), "cpu": cpu}) + "\n")
+        return
+    out.print(f"{cfg.name} on {cpu['model']} ({', '.join(cpu['flags']) or 'no vector flags'})")
+    if not decision.trials:
+        out.print(decision.line())
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("XLA", "precision", "steps per call", "images/s", ""):
+        table.add_column(column, justify="right" if column == "images/s" else "left")
+    for trial in sorted(decision.trials, key=lambda t: -t.images_per_second):
+        c = trial.choice
+        table.add_row(
+            "on" if c.jit_compile else "off", c.precision, str(c.steps_per_execution),
+            f"{trial.images_per_second:,.0f}", "<- auto" if c == decision.choice else "",
+        )  # fmt: skip
+    out.print(table)
+
+
 @app.command("env")
 @handled
 def env_(json_: JsonOpt = False) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import keras
 from keras import layers
@@ -45,6 +45,33 @@ def check_input(input_shape: Sequence[int], num_classes: int, model: str) -> Non
         raise ValueError(f"{model} needs at least 2 classes. Received: num_classes={num_classes}")
 
 
+def _weights(
+    batch_norm: bool, kernel_stddev: float | None, bias_init: float, name: str
+) -> dict[str, Any]:
+    """A block's Dense/Conv2D weight arguments: no bias under batch norm (BN's offset serves)."""
+    return {
+        "use_bias": not batch_norm,
+        "kernel_initializer": kernel_initializer(kernel_stddev),
+        "bias_initializer": keras.initializers.Constant(bias_init),
+        "name": name,
+    }
+
+
+def _norm_act(
+    x: keras.KerasTensor,
+    activation: str,
+    batch_norm: bool,
+    bn_scale: bool,
+    bn_momentum: float,
+    bias_init: float,
+    name: str,
+) -> keras.KerasTensor:
+    """A block's tail after its Dense/Conv2D: [batch norm, offset `bias_init`] -> activation."""
+    if batch_norm:
+        x = batch_norm_layer(f"{name}_bn", bn_scale, bn_momentum, bias_init)(x)
+    return layers.Activation(activation, name=f"{name}_{activation}")(x)
+
+
 def dense_block(
     x: keras.KerasTensor,
     units: int,
@@ -59,16 +86,8 @@ def dense_block(
     name: str,
 ) -> keras.KerasTensor:
     """Dense -> [batch norm] -> activation -> [dropout]; with batch norm the bias is BN's offset."""
-    x = layers.Dense(
-        units,
-        use_bias=not batch_norm,
-        kernel_initializer=kernel_initializer(kernel_stddev),
-        bias_initializer=keras.initializers.Constant(bias_init),
-        name=name,
-    )(x)
-    if batch_norm:
-        x = batch_norm_layer(f"{name}_bn", bn_scale, bn_momentum, bias_init)(x)
-    x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+    x = layers.Dense(units, **_weights(batch_norm, kernel_stddev, bias_init, name))(x)
+    x = _norm_act(x, activation, batch_norm, bn_scale, bn_momentum, bias_init, name)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     return x
@@ -90,29 +109,21 @@ def conv_block(
     name: str,
 ) -> keras.KerasTensor:
     """Conv2D -> [batch norm] -> activation; with batch norm the bias is BN's offset."""
-    x = layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=not batch_norm,
-        kernel_initializer=kernel_initializer(kernel_stddev),
-        bias_initializer=keras.initializers.Constant(bias_init),
-        name=name,
-    )(x)
-    if batch_norm:
-        x = batch_norm_layer(f"{name}_bn", bn_scale, bn_momentum, bias_init)(x)
-    return layers.Activation(activation, name=f"{name}_{activation}")(x)
+    weights = _weights(batch_norm, kernel_stddev, bias_init, name)
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, **weights)(x)
+    return _norm_act(x, activation, batch_norm, bn_scale, bn_momentum, bias_init, name)
 
 
 def classifier(
     x: keras.KerasTensor, num_classes: int, kernel_stddev: float | None = None, bias_init=0.0
 ) -> keras.KerasTensor:
-    """The output layer: Dense to class scores, softmax kept in float32 for mixed precision."""
+    """The output layer: Dense to class scores and softmax, both in float32 under mixed
+    precision (the class scores and the loss keep full precision)."""
     x = layers.Dense(
         num_classes,
         kernel_initializer=kernel_initializer(kernel_stddev),
         bias_initializer=keras.initializers.Constant(bias_init),
+        dtype="float32",
         name="logits",
     )(x)
     return layers.Activation("softmax", dtype="float32", name="probabilities")(x)

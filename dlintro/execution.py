@@ -1,0 +1,168 @@
+"""Choosing a run's execution settings (XLA, precision, steps per call) where it happens.
+
+Explicit config values are used as they are; a resumed run keeps what meta.json recorded; `auto`
+keys are measured on the run's own model, batch and input path (`Probe`), through the decision
+rules and the cache of dlintro.tune. Under several workers the chief decides and every worker
+takes its choice, so that all of them run the same program.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from dlintro import distribute, models, optim, tune
+from dlintro.config import Config
+from dlintro.loop import StepRunner
+
+
+def choose(
+    cfg: Config,
+    bundle: Any,
+    total_steps: int,
+    strategy: tf.distribute.Strategy,
+    workers: int,
+    chief: bool,
+    recorded: dict[str, Any] | None = None,
+) -> tune.Decision:
+    """The Decision for `cfg` (the run's config: global batch) on `bundle`'s data."""
+    train = cfg.train
+    auto = tune.auto_keys(train)
+    options = tune.candidates(train, tune.cpu_facts(), distribute.gpu_facts())
+    if recorded and auto:
+        kept = tune.Decision.from_dict(recorded, "resumed").choice
+        fixed = options[0]  # the explicit keys are the same in every option
+        values = {k: getattr(kept if k in auto else fixed, k) for k in tune.KEYS}
+        decision = tune.Decision(tune.Choice(**values), "resumed", (), auto)
+    elif auto and tune.measuring_off():
+        decision = tune.Decision(tune.unmeasured(train), "off", (), auto)
+    elif chief or workers == 1:
+        decision = measured(cfg, bundle, total_steps, options, auto)
+    else:
+        decision = tune.Decision(options[0], "chief", (), auto)
+    if workers > 1 and auto:
+        decision = tune.Decision(agree(strategy, decision.choice, chief), decision.source,
+                                 decision.trials, auto)  # fmt: skip
+    return decision
+
+
+def measure_all(cfg: Config, bundle: Any, total_steps: int) -> tune.Decision:
+    """Every candidate of the config's `auto` keys measured afresh (`dlintro tune`)."""
+    options = tune.candidates(cfg.train, tune.cpu_facts(), distribute.gpu_facts())
+    return measured(cfg, bundle, total_steps, options, tune.auto_keys(cfg.train), everything=True)
+
+
+def measured(
+    cfg: Config,
+    bundle: Any,
+    total_steps: int,
+    options: list[tune.Choice],
+    auto: tuple[str, ...],
+    everything: bool = False,
+) -> tune.Decision:
+    """Decide by measurement within the run's probing budget, reusing and extending the cache;
+    with `everything`, measure every option afresh (`dlintro tune`)."""
+    key, facts = cache_key(cfg, bundle)
+    known = tune.cached(key) if len(options) > 1 and not everything else {}
+    probe = Probe(cfg, bundle, total_steps)
+    limit = None if everything else tune.budget(total_steps * cfg.data.batch_size)
+    try:
+        decision, seen = tune.decide(options, probe.measure, known, limit, auto=auto)
+    finally:
+        probe.close()
+    if seen != known:
+        tune.store(key, facts, seen)
+    return decision
+
+
+def cache_key(cfg: Config, bundle: Any) -> tuple[str, dict[str, Any]]:
+    """(key, facts): what decides the speeds of a run's candidates."""
+    facts = {
+        "cpu": tune.cpu_facts(), "gpus": distribute.gpu_facts(), "tensorflow": tf.__version__,
+        "keras": keras.__version__, "model": cfg.model.name, "params": dict(cfg.model.params),
+        "input": list(bundle.info.input_shape), "batch": cfg.data.batch_size,
+        "feed": "rows" if bundle.train_rows is not None else "stream",
+        "augment": [a.name for a in cfg.data.augment], "optimizer": cfg.optimizer.name,
+        "l2": cfg.train.l2 > 0,
+    }  # fmt: skip
+    return tune.cache_key(facts), facts
+
+
+def agree(strategy: tf.distribute.Strategy, choice: tune.Choice, chief: bool) -> tune.Choice:
+    """The chief's choice on every worker: a collective sum in which only replica 0 (the
+    chief's first) sends the choice's code and every other replica 0."""
+    code = tune.encode(choice) if chief else 0
+
+    def mine() -> tf.Tensor:
+        first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+        return tf.cast(first, tf.int64) * code
+
+    @tf.function
+    def reduce() -> tf.Tensor:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(mine), axis=None)
+
+    return tune.decode(int(reduce()))
+
+
+class Probe:
+    """Times candidates on throwaway copies of a run's model and optimizer, on one device."""
+
+    def __init__(self, cfg: Config, bundle: Any, total_steps: int) -> None:
+        self.cfg, self.bundle, self.total_steps = cfg, bundle, total_steps
+        self._current: Any = None  # ((jit, precision), runner, feed, [step])
+
+    def _runner(self, choice: tune.Choice) -> Any:
+        """A runner for the choice's XLA and precision; candidates that differ only in steps
+        per call share it (the step count is a tensor argument: no new compilation)."""
+        pair = (choice.jit_compile, choice.precision)
+        if self._current is None or self._current[0] != pair:
+            self._current = None
+            cfg, b = self.cfg, self.bundle
+            keras.mixed_precision.set_global_policy(choice.precision)
+            net = models.build(
+                cfg.model.name, b.info.input_shape, b.info.num_classes, cfg.model.params
+            )
+            optimizer = optim.build(
+                cfg.optimizer, cfg.schedule, self.total_steps, b.steps_per_epoch
+            )
+            if choice.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            runner = StepRunner(
+                net, optimizer, choice.jit_compile, label_smoothing=cfg.train.label_smoothing,
+                l2=cfg.train.l2, prepare=b.prepare,
+            )  # fmt: skip
+            self._current = (pair, runner, b.feed(0), [0])
+        return self._current
+
+    def measure(self, choice: tune.Choice, min_seconds: float = 0.5) -> float:
+        """Training images per second of `choice` after a warm-up call (which traces and
+        compiles), over at least 3 calls and `min_seconds`; 0 when the loss is not finite.
+        The run's own model is built afterwards, from the seed: the probe never changes what
+        is trained."""
+        _, runner, feed, position = self._runner(choice)
+        spe = self.bundle.steps_per_epoch
+
+        def call() -> int:
+            step = position[0]
+            n = feed.chunk(step, min(choice.steps_per_execution, spe - step % spe))
+            done = feed.run(runner, step, n)
+            position[0] += done
+            return done if done == n else -1
+
+        if call() < 0:  # warm-up
+            return 0.0
+        steps, calls, t0 = 0, 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - t0 < min_seconds:
+            done = call()
+            if done < 0:
+                return 0.0
+            steps, calls = steps + done, calls + 1
+        return steps * self.cfg.data.batch_size / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        """Drop the throwaway model and restore the default precision policy."""
+        self._current = None
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,315 @@
+"""Execution settings chosen by measurement where the run happens: `auto` for
+train.jit_compile, train.precision and train.steps_per_execution.
+
+None of them changes the recipe, and which is fastest depends on the machine: XLA can make a
+CPU convolution 5x slower on one CPU and an MLP 2x faster on another; bfloat16 doubles a
+convnet's speed on a CPU with bf16 matrix units (AMX, AVX512_BF16) and is slow elsewhere. So a
+run whose config leaves them `auto` measures the candidates on its own model, batch and input
+path (a few compiled steps each, after a warm-up; see Trainer.measure) and takes the fastest.
+An explicit value always wins and is never probed. Measurements are cached per machine, TensorFlow
+version, model, batch and input path (`<cache>/dlintro/tune.json`), so a second run starts at
+once; a run spends at most about a tenth of its own expected length on probing (`dlintro tune`
+measures everything). No TensorFlow here: the measuring is the caller's.
+
+Candidates: XLA off and on; float32, and mixed_bfloat16 where bf16 units exist (CPU flags
+avx512_bf16 or amx_bf16, or a GPU of compute capability 8 or more), mixed_float16 on other GPUs,
+never float16 on a CPU; 1, 10 and 50 steps per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+AUTO = "auto"
+KEYS = ("jit_compile", "precision", "steps_per_execution")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STEPS_PER_CALL = (10, 1, 50)  # the first is measured with every other candidate
+BUDGET_FRACTION = 0.1  # of the run's expected seconds
+BUDGET_MAX_SECONDS = 120.0
+PROBE_SECONDS = 1.0  # the least one measurement is taken to cost (warm-up, then 0.5 s or more)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One combination of execution settings."""
+
+    jit_compile: bool
+    precision: str
+    steps_per_execution: int
+
+    def label(self) -> str:
+        """e.g. 'XLA off, float32, 10 steps per call'."""
+        return (
+            f"XLA {'on' if self.jit_compile else 'off'}, {self.precision}, "
+            f"{self.steps_per_execution} step{'s' if self.steps_per_execution > 1 else ''} per call"
+        )
+
+    def short(self) -> str:
+        """e.g. 'XLA off bf16 x10'."""
+        precision = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
+        return (
+            f"XLA {'on' if self.jit_compile else 'off'} "
+            f"{precision.get(self.precision, self.precision)} x{self.steps_per_execution}"
+        )
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A measured Choice: training images per second after warm-up (0 if its loss was not
+    finite)."""
+
+    choice: Choice
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The settings a run uses and why: `source` is "config" (all set explicitly), "measured"
+    (this process probed, perhaps helped by the cache), "cache", "resumed" (meta.json) or
+    "chief" (another worker's decision)."""
+
+    choice: Choice
+    source: str
+    trials: tuple[Trial, ...] = ()
+    auto: tuple[str, ...] = ()  # the keys that were auto
+
+    def line(self) -> str:
+        """One line for the start of a run."""
+        if not self.auto:
+            return f"execution: {self.choice.label()} (set in the config)"
+        why = {"config": "set in the config", "resumed": "as recorded when the run started",
+               "chief": "the chief worker's choice",
+               "only": "the only candidate on this machine",
+               "off": "not measured: DLINTRO_TUNE=off"}.get(self.source)  # fmt: skip
+        if why is None:
+            seen = "; ".join(f"{t.choice.short()} {t.images_per_second:,.0f}"
+                             for t in self.trials)  # fmt: skip
+            where = "cached" if self.source == "cache" else "measured"
+            why = f"{where} img/s: {seen}"
+        return f"auto ({', '.join(self.auto)}): {self.choice.label()} ({why})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "choice": asdict(self.choice),
+            "source": self.source,
+            "auto": list(self.auto),
+            "trials": [{**asdict(t.choice), "images_per_second": round(t.images_per_second, 1)}
+                       for t in self.trials],
+        }  # fmt: skip
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], source: str) -> Decision:
+        """A recorded decision (meta.json's `execution`), now taken from `source`."""
+        return Decision(Choice(**data["choice"]), source, (), tuple(data.get("auto", ())))
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def cpu_facts() -> dict[str, Any]:
+    """The CPU model and the vector/matrix flags that decide which kernels are fastest."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def bf16_units(cpu: dict[str, Any], gpus: list[dict[str, Any]]) -> bool:
+    """Whether the devices compute bfloat16 natively (bf16 CPU units, or GPUs of compute
+    capability 8.0 or more)."""
+    if gpus:
+        return all(tuple(g.get("compute_capability") or (0, 0)) >= (8, 0) for g in gpus)
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu["flags"]))
+
+
+def precisions(cpu: dict[str, Any], gpus: list[dict[str, Any]]) -> list[str]:
+    """The precision candidates: float32 always; bfloat16 where units exist; float16 on GPUs
+    without bf16 only (never on a CPU)."""
+    if bf16_units(cpu, gpus):
+        return ["float32", "mixed_bfloat16"]
+    return ["float32", "mixed_float16"] if gpus else ["float32"]
+
+
+def candidates(train: Any, cpu: dict[str, Any], gpus: list[dict[str, Any]]) -> list[Choice]:
+    """Every Choice to consider for a config's train section, the most likely first (no XLA,
+    float32: what Keras does by default on a CPU); explicit values are fixed."""
+    jits = [False, True] if train.jit_compile == AUTO else [bool(train.jit_compile)]
+    if gpus and train.jit_compile == AUTO:
+        jits = [True, False]
+    precs = precisions(cpu, gpus) if train.precision == AUTO else [train.precision]
+    spes = list(STEPS_PER_CALL) if train.steps_per_execution == AUTO else [
+        int(train.steps_per_execution)]  # fmt: skip
+    return [Choice(j, p, s) for s in spes for j in jits for p in precs]
+
+
+def unmeasured(train: Any) -> Choice:
+    """What `auto` means when measuring is off (DLINTRO_TUNE=off): Keras' defaults on a CPU,
+    no XLA, float32, one step per call; explicit values as given."""
+    values = {"jit_compile": False, "precision": "float32", "steps_per_execution": 1}
+    for key in KEYS:
+        if getattr(train, key) != AUTO:
+            values[key] = getattr(train, key)
+    return Choice(bool(values["jit_compile"]), str(values["precision"]),
+                  int(values["steps_per_execution"]))  # fmt: skip
+
+
+def measuring_off() -> bool:
+    """DLINTRO_TUNE=off: `auto` takes unmeasured() (reproducible across machines, no probe)."""
+    return os.environ.get("DLINTRO_TUNE", "").strip().lower() in ("off", "0", "no")
+
+
+def auto_keys(train: Any) -> tuple[str, ...]:
+    """The train keys left to measurement."""
+    return tuple(k for k in KEYS if getattr(train, k) == AUTO)
+
+
+def encode(choice: Choice) -> int:
+    """A Choice as one positive integer (to send the chief's choice to every worker)."""
+    precision = PRECISIONS.index(choice.precision)
+    return 1 + int(choice.jit_compile) + 2 * precision + 6 * choice.steps_per_execution
+
+
+def decode(code: int) -> Choice:
+    """The Choice of encode(choice) == code."""
+    rest, jit = divmod(code - 1, 2)
+    spe, precision = divmod(rest, 3)
+    return Choice(bool(jit), PRECISIONS[precision], spe)
+
+
+# ----------------------------------------------------------------------------- deciding
+
+
+def decide(
+    options: list[Choice],
+    measure: Callable[[Choice], float],
+    known: dict[Choice, float] | None = None,
+    budget_seconds: Callable[[float], float] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    auto: tuple[str, ...] = (),
+) -> tuple[Decision, dict[Choice, float]]:
+    """Measure the options not yet `known` (the cache), likeliest first; return the decision
+    and every measurement.
+
+    `budget_seconds(images_per_second)` bounds the seconds spent measuring, given the best
+    speed so far: a candidate is measured only while the time spent plus what a measurement has
+    cost on average (at least PROBE_SECONDS) fits, except that one is always measured when
+    nothing is known. With a budget, steps per call are compared only on the best (XLA,
+    precision) pair (they need no new compilation); None measures every option."""
+    known = dict(known or {})
+    if len(options) == 1:  # nothing to compare: set in the config, or the only candidate here
+        return Decision(options[0], "config" if not auto else "only", (), auto), known
+    started, count = clock(), 0
+
+    def affordable() -> bool:
+        if budget_seconds is None or not known:
+            return True
+        spent = clock() - started
+        cost = max(PROBE_SECONDS, spent / max(count, 1))
+        return spent + cost <= budget_seconds(max(known.values()))
+
+    def run(choice: Choice) -> None:
+        nonlocal count
+        known[choice] = float(measure(choice))
+        count += 1
+
+    first_spe = options[0].steps_per_execution
+    pairs = [c for c in options if c.steps_per_execution == first_spe]
+    for choice in pairs:
+        if choice not in known:
+            if not affordable():
+                break
+            run(choice)
+    measured_pairs = [c for c in pairs if c in known] or [c for c in options if c in known]
+    base = max(measured_pairs, key=lambda c: known[c])
+    for choice in options:
+        same = (choice.jit_compile, choice.precision) == (base.jit_compile, base.precision)
+        if choice in known or not (same or budget_seconds is None):
+            continue
+        if not affordable():
+            break
+        run(choice)
+    tried = [c for c in options if c in known]
+    best = max(tried, key=lambda c: known[c])
+    trials = tuple(Trial(c, known[c]) for c in tried)
+    return Decision(best, "measured" if count else "cache", trials, auto), known
+
+
+def budget(total_images: int, fraction: float = BUDGET_FRACTION) -> Callable[[float], float]:
+    """At most `fraction` of the run's expected seconds at the best speed so far (capped)."""
+
+    def seconds(images_per_second: float) -> float:
+        expected = total_images / max(images_per_second, 1e-9)
+        return min(BUDGET_MAX_SECONDS, fraction * expected)
+
+    return seconds
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def cache_path() -> Path:
+    """`$XDG_CACHE_HOME/dlintro/tune.json` (else ~/.cache/dlintro/tune.json)."""
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return base / "dlintro" / "tune.json"
+
+
+def cache_key(facts: dict[str, Any]) -> str:
+    """A stable key for what decides the speeds (machine, versions, model, batch, input)."""
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # no cache, or a damaged one: measure again
+    return data if isinstance(data, dict) else {}
+
+
+def cached(key: str) -> dict[Choice, float]:
+    """The measurements stored under `key` ({} when none or unreadable)."""
+    entry = _read(cache_path()).get(key)
+    out: dict[Choice, float] = {}
+    for row in entry.get("trials", []) if isinstance(entry, dict) else []:
+        with contextlib.suppress(TypeError, KeyError, ValueError):
+            ips = float(row.pop("images_per_second"))
+            out[Choice(**row)] = ips
+    return out
+
+
+def store(key: str, facts: dict[str, Any], measured: dict[Choice, float]) -> None:
+    """Merge `measured` into the cache under `key` (best effort: a read-only cache is skipped)."""
+    path = cache_path()
+    with contextlib.suppress(OSError), _locked(path):
+        data = _read(path)
+        rows = [{**asdict(c), "images_per_second": round(v, 1)} for c, v in measured.items()]
+        data[key] = {"facts": facts, "trials": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
