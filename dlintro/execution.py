@@ -137,30 +137,46 @@ class Probe:
             self._current = (pair, runner, b.feed(0), [0])
         return self._current
 
-    def measure(self, choice: tune.Choice, min_seconds: float = 0.5) -> float:
-        """Training images per second of `choice` after a warm-up call (which traces and
-        compiles), over at least 3 calls and `min_seconds`; 0 when the loss is not finite.
-        The run's own model is built afterwards, from the seed: the probe never changes what
-        is trained."""
+    def measure(
+        self, choice: tune.Choice, min_seconds: float = 0.5, max_call_seconds: float = 2.0
+    ) -> float:
+        """Training images per second of `choice`: a one-step warm-up call (which traces and
+        compiles), one timed step, a warm-up call of its steps per call (XLA compiles each
+        step count once), then such calls for at least 3 calls and `min_seconds`; 0 when the
+        loss is not finite. A candidate whose full call would take
+        over `max_call_seconds` is judged by its one timed step (it cannot be the fastest, and
+        timing it in full could take minutes: XLA convolutions on some CPUs). The run's own
+        model is built afterwards, from the seed: the probe never changes what is trained."""
         _, runner, feed, position = self._runner(choice)
-        spe = self.bundle.steps_per_epoch
+        spe, batch = self.bundle.steps_per_epoch, self.cfg.data.batch_size
 
-        def call() -> int:
+        def call(steps: int) -> tuple[int, float]:
+            """(steps, seconds) of one call of up to `steps` steps; (0, 0) if the loss was not
+            finite."""
             step = position[0]
-            n = feed.chunk(step, min(choice.steps_per_execution, spe - step % spe))
+            n = feed.chunk(step, min(steps, spe - step % spe))
+            t0 = time.perf_counter()
             done = feed.run(runner, step, n)
             position[0] += done
-            return done if done == n else -1
+            return (n, time.perf_counter() - t0) if done == n else (0, 0.0)
 
-        if call() < 0:  # warm-up
+        if not call(1)[0]:  # warm-up: traces and compiles
+            return 0.0
+        done, seconds = call(1)
+        if not done:
+            return 0.0
+        if seconds * choice.steps_per_execution > max_call_seconds:
+            return batch / seconds
+        # XLA compiles a loop again for each number of steps: warm up the measured one too
+        if not call(choice.steps_per_execution)[0]:
             return 0.0
         steps, calls, t0 = 0, 0, time.perf_counter()
         while calls < 3 or time.perf_counter() - t0 < min_seconds:
-            done = call()
-            if done < 0:
+            done, _ = call(choice.steps_per_execution)
+            if not done:
                 return 0.0
             steps, calls = steps + done, calls + 1
-        return steps * self.cfg.data.batch_size / (time.perf_counter() - t0)
+        return steps * batch / (time.perf_counter() - t0)
 
     def close(self) -> None:
         """Drop the throwaway model and restore the default precision policy."""

@@ -8,8 +8,8 @@ run whose config leaves them `auto` measures the candidates on its own model, ba
 path (a few compiled steps each, after a warm-up; see Trainer.measure) and takes the fastest.
 An explicit value always wins and is never probed. Measurements are cached per machine, TensorFlow
 version, model, batch and input path (`<cache>/dlintro/tune.json`), so a second run starts at
-once; a run spends at most about a tenth of its own expected length on probing (`dlintro tune`
-measures everything). No TensorFlow here: the measuring is the caller's.
+once; a run spends about a tenth of its own expected length on probing (4 s to 2 minutes;
+`dlintro tune` measures everything). No TensorFlow here: the measuring is the caller's.
 
 Candidates: XLA off and on; float32, and mixed_bfloat16 where bf16 units exist (CPU flags
 avx512_bf16 or amx_bf16, or a GPU of compute capability 8 or more), mixed_float16 on other GPUs,
@@ -35,6 +35,7 @@ KEYS = ("jit_compile", "precision", "steps_per_execution")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STEPS_PER_CALL = (10, 1, 50)  # the first is measured with every other candidate
 BUDGET_FRACTION = 0.1  # of the run's expected seconds
+BUDGET_MIN_SECONDS = 4.0  # even a short run compares a few candidates (then they are cached)
 BUDGET_MAX_SECONDS = 120.0
 PROBE_SECONDS = 1.0  # the least one measurement is taken to cost (warm-up, then 0.5 s or more)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -252,11 +253,12 @@ def decide(
 
 
 def budget(total_images: int, fraction: float = BUDGET_FRACTION) -> Callable[[float], float]:
-    """At most `fraction` of the run's expected seconds at the best speed so far (capped)."""
+    """`fraction` of the run's expected seconds at the best speed so far, within
+    [BUDGET_MIN_SECONDS, BUDGET_MAX_SECONDS]."""
 
     def seconds(images_per_second: float) -> float:
         expected = total_images / max(images_per_second, 1e-9)
-        return min(BUDGET_MAX_SECONDS, fraction * expected)
+        return min(BUDGET_MAX_SECONDS, max(BUDGET_MIN_SECONDS, fraction * expected))
 
     return seconds
 

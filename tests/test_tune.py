@@ -183,6 +183,7 @@ def test_budget_is_a_tenth_of_the_expected_run() -> None:
     seconds = tune.budget(total_images=1_000_000)
     assert seconds(10_000.0) == pytest.approx(10.0)  # 100 s expected
     assert seconds(1.0) == tune.BUDGET_MAX_SECONDS
+    assert seconds(1e7) == tune.BUDGET_MIN_SECONDS  # a 0.1 s run still compares a few
 
 
 def _tiny(**train: object) -> config.Config:
@@ -201,7 +202,8 @@ def test_a_real_probe_changes_nothing_that_is_trained(measuring: None, tmp_path:
     auto = train.run(_tiny(), run_dir=tmp_path / "auto")
     meta = json.loads((auto.run_dir / "meta.json").read_text())
     execution = meta["execution"]
-    assert execution["source"] == "measured" and execution["trials"]
+    trials = execution["trials"]
+    assert execution["source"] == "measured" and trials
     assert all(t["images_per_second"] > 0 for t in execution["trials"])
     chosen = execution["choice"]
     assert meta["plan"]["steps_per_execution"] == chosen["steps_per_execution"]
@@ -212,11 +214,13 @@ def test_a_real_probe_changes_nothing_that_is_trained(measuring: None, tmp_path:
     assert auto.fingerprint == explicit.fingerprint
     meta = json.loads((explicit.run_dir / "meta.json").read_text())
     assert meta["execution"]["source"] == "config" and meta["execution"]["trials"] == []
-    # the second auto run takes the cached speeds and measures nothing more
+    # the next auto run takes the cached speeds as they were (it may measure more candidates)
+    first = {json.dumps({k: t[k] for k in tune.KEYS}): t["images_per_second"] for t in trials}
     again = train.run(_tiny(), run_dir=tmp_path / "again")
     execution = json.loads((again.run_dir / "meta.json").read_text())["execution"]
-    assert execution["source"] == "cache" and execution["choice"] == chosen
-    assert again.fingerprint == auto.fingerprint
+    later = {json.dumps({k: t[k] for k in tune.KEYS}): t["images_per_second"]
+             for t in execution["trials"]}  # fmt: skip
+    assert {k: later[k] for k in first} == first
 
 
 def test_a_resumed_run_keeps_its_recorded_choice(measuring: None, tmp_path: Path) -> None:
