@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-from dlintro import checkpoint, config, runs
+from dlintro import checkpoint, config, runs, tune
 from dlintro.config import Config
 from dlintro.errors import UserError
 from dlintro.record import Reporter, SilentReporter
@@ -80,7 +81,7 @@ def resume(
             f"{path}: the run finished at step {meta.get('steps')}; nothing to resume "
             "(to train it longer: --resume with --steps or --epochs and --force)"
         )
-    trainer = Trainer(cfg, data_dir, started, execution=meta.get("execution"))
+    trainer = Trainer(cfg, data_dir, started, execution=_recorded_execution(path, meta))
     try:
         trainer.build()
         latest = checkpoint.latest(path / "checkpoints")
@@ -96,3 +97,26 @@ def resume(
         return trainer.train(path, reporter or SilentReporter(), start=latest)
     finally:
         trainer.close()
+
+
+def _recorded_execution(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The execution settings the run started with: meta.json's `execution`, or for runs from
+    before `auto`, its plan's (so a resumed run keeps running the same program)."""
+    recorded = meta.get("execution")
+    if recorded is None and isinstance(meta.get("plan"), dict):
+        plan = meta["plan"]
+        recorded = {"choice": {
+            "jit_compile": plan.get("jit_compile", False),
+            "precision": plan.get("precision", "float32"),
+            "steps_per_execution": plan.get("steps_per_execution", 1),
+        }}  # fmt: skip
+    if recorded is None:
+        return None
+    try:
+        tune.Decision.from_dict(recorded, "resumed")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise UserError(
+            f"{path / 'meta.json'}: 'execution' is not a recorded choice of jit_compile, "
+            "precision and steps_per_execution"
+        ) from None
+    return recorded

@@ -111,8 +111,13 @@ class Decision:
 
     @staticmethod
     def from_dict(data: dict[str, Any], source: str) -> Decision:
-        """A recorded decision (meta.json's `execution`), now taken from `source`."""
-        return Decision(Choice(**data["choice"]), source, (), tuple(data.get("auto", ())))
+        """A recorded decision (meta.json's `execution`), now taken from `source`; TypeError,
+        KeyError or ValueError when it is not one."""
+        c = data["choice"]
+        choice = Choice(bool(c["jit_compile"]), str(c["precision"]), int(c["steps_per_execution"]))
+        if choice.precision not in PRECISIONS or choice.steps_per_execution < 1:
+            raise ValueError(f"not a recorded choice: {c!r}")
+        return Decision(choice, source, (), tuple(data.get("auto", ())))
 
 
 # ----------------------------------------------------------------------------- the machine

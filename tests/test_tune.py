@@ -268,3 +268,28 @@ def test_tune_command_prints_every_candidate(measuring: None, tmp_path: Path) ->
     assert report["cpu"]["model"]
     result = CliRunner().invoke(app, ["tune", str(cfg)])
     assert result.exit_code == 0 and "<- auto" in result.stdout
+
+
+def test_a_run_from_before_auto_resumes_with_its_plans_settings(tmp_path: Path) -> None:
+    from dlintro import train
+    from dlintro.errors import UserError
+
+    first = train.run(_tiny(), run_dir=tmp_path / "old")
+    path = first.run_dir / "meta.json"
+    meta = json.loads(path.read_text())
+    del meta["execution"]  # as meta.json was written before `auto`
+    meta["plan"].update(steps_per_execution=4, jit_compile=False)
+    meta["plan"].pop("precision")
+    path.write_text(json.dumps(meta))
+    train.resume(first.run_dir, ["train.steps=40"], force=True)
+    meta = json.loads(path.read_text())
+    assert meta["execution"]["source"] == "resumed"
+    assert meta["execution"]["choice"] == {
+        "jit_compile": False, "precision": "float32", "steps_per_execution": 4,
+    }  # fmt: skip
+    meta["execution"] = {"choice": {"jit_compile": False, "precision": "float8"}}
+    path.write_text(json.dumps(meta))
+    before = {p.name: p.read_bytes() for p in first.run_dir.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match=r"meta.json: 'execution' is not a recorded choice"):
+        train.resume(first.run_dir, ["train.steps=50"], force=True)
+    assert {p.name: p.read_bytes() for p in first.run_dir.iterdir() if p.is_file()} == before
