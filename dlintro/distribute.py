@@ -105,6 +105,7 @@ def environment() -> dict[str, Any]:
     from dlintro import __version__
 
     gpus = tf.config.list_physical_devices("GPU")
+    cpu = tune.cpu_facts()
     return {
         "dlintro": __version__,
         "python": platform.python_version(),
@@ -118,8 +119,8 @@ def environment() -> dict[str, Any]:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "auto_strategy": auto_choice(),
         "cluster": cluster_source(),
-        "cpu": tune.cpu_facts()["model"],
-        "cpu_flags": tune.cpu_facts()["flags"],
+        "cpu": cpu["model"],
+        "cpu_flags": cpu["flags"],
         "execution_on_auto": "measured per run (see dlintro tune CONFIG)",
     }
 
