@@ -7,7 +7,6 @@ file, then overrides), validated, frozen, and dumped next to every run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,8 +16,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dlintro import yamlfile
+from dlintro.config_errors import format_value, schema_error
+from dlintro.config_sections import EmaConfig, EvalConfig, Groups
 from dlintro.errors import UserError
-from dlintro.registry import ParamsError, did_you_mean
+from dlintro.registry import ParamsError
 from dlintro.yamlfile import KeyPath
 
 
@@ -82,6 +83,7 @@ class OptimizerConfig(_Strict):
     name: str = "adam"
     learning_rate: Annotated[float, Field(gt=0.0, le=100.0)] = 0.001
     params: Params = Field(default_factory=dict)
+    groups: Groups = ()  # per-variable-group lr multipliers and weight decay (dlintro.optim)
 
 
 class ScheduleConfig(_Strict):
@@ -89,6 +91,19 @@ class ScheduleConfig(_Strict):
 
     name: str = "constant"
     params: Params = Field(default_factory=dict)
+
+
+# The validation metrics a run records, which early stopping and keep_best can follow.
+ValMetric = Literal["val_accuracy", "val_loss"]
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop after `patience` validations (epoch ends) in a row in which `monitor` did not beat
+    its best by more than `min_delta`: higher is better for accuracy, lower for loss."""
+
+    monitor: ValMetric = "val_loss"
+    patience: Annotated[int, Field(ge=1, le=100_000)] = 3
+    min_delta: Annotated[float, Field(ge=0.0, le=1e6)] = 0.0
 
 
 class TrainConfig(_Strict):
@@ -107,6 +122,8 @@ class TrainConfig(_Strict):
     # Classic L2 on kernels added to the loss: 0.5 * l2 * sum(w^2), gradient l2 * w (Caffe and
     # the ResNet paper's "weight decay 1e-4" is l2: 1.0e-4). Not optimizer.params.weight_decay.
     l2: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    early_stopping: EarlyStoppingConfig | None = None  # dlintro.early_stop
+    ema: EmaConfig | None = None  # a moving average of the weights (dlintro.ema)
 
     @pydantic.model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
@@ -122,6 +139,15 @@ class CheckpointConfig(_Strict):
     every_minutes: Annotated[float, Field(gt=0.0)] | None = 10.0
     at_epoch_end: bool = True
     keep: Annotated[int, Field(ge=1, le=1000)] = 2
+    # model_best.keras by `monitor` (else train.early_stopping.monitor, else val_loss).
+    keep_best: bool = False
+    monitor: ValMetric | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _monitor_needs_keep_best(self) -> CheckpointConfig:
+        if self.monitor is not None and not self.keep_best:
+            raise ValueError("monitor is for keep_best: set keep_best: true or delete monitor")
+        return self
 
 
 class DistributionConfig(_Strict):
@@ -175,6 +201,7 @@ class Config(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     distribution: DistributionConfig = Field(default_factory=DistributionConfig)
     tensorboard: TensorBoardConfig = Field(default_factory=TensorBoardConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # test-time augmentation (dlintro.tta)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -185,77 +212,6 @@ class Config(_Strict):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _fields_at(path: KeyPath) -> list[str]:
-    """Valid keys of the config section at `path` (for did-you-mean on unknown keys)."""
-    model: Any = Config
-    for part in path:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        model = next(
-            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {}))
-
-
-def _format_value(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
-    """Drop the union-member labels pydantic puts in error locations ('literal[...]', ...)."""
-    return tuple(
-        p
-        for p in loc
-        if isinstance(p, int) or not (re.search(r"[\[\]-]", str(p)) or p in _TYPE_TAGS)
-    )
-
-
-_TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list", "tuple"}
-
-
-# Keys that older versions accepted, and why they are gone (said instead of "unknown key").
-_REMOVED = {
-    "data.shuffle_buffer": "removed: every epoch shuffles the whole training set; delete the key",
-}
-
-
-def _pydantic_error(exc: pydantic.ValidationError, positions: dict[KeyPath, str], src: str) -> str:
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    loc = _clean_loc(tuple(errors[0]["loc"]))
-    where = yamlfile.where(positions, loc, src)
-    key = yamlfile.dotted(loc)
-    err = errors[0]
-    if err["type"] == "extra_forbidden":
-        if key in _REMOVED:
-            return f"{where}: '{key}' was {_REMOVED[key]}"
-        valid = _fields_at(loc[:-1])
-        hint = did_you_mean(str(loc[-1]), valid) or f" (valid keys: {', '.join(valid)})"
-        return f"{where}: unknown key '{key}'{hint}"
-    if err["type"] == "missing":
-        return f"{where}: missing required key '{key}'"
-    # A union (e.g. 'auto' or a boolean) fails once per member: say all the options at once.
-    msgs: list[str] = []
-    for e in errors:
-        if _clean_loc(tuple(e["loc"])) == loc:
-            m = str(e["msg"]).removeprefix("Value error, ")
-            m = m[:1].lower() + m[1:]
-            if msgs:
-                m = m.removeprefix("input should be ")
-            if m not in msgs:
-                msgs.append(m)
-    msg = " or ".join(msgs)
-    value = err.get("input")
-    if not loc or isinstance(value, dict):
-        return f"{where}: {key + ': ' if loc else ''}{msg}"
-    return f"{where}: {key} = {_format_value(value)}: {msg}"
 
 
 def _check_names(cfg: Config, positions: dict[KeyPath, str], src: str) -> None:
@@ -288,25 +244,45 @@ def _check_names(cfg: Config, positions: dict[KeyPath, str], src: str) -> None:
             if msg.startswith(("unknown parameter", "missing required")):
                 raise UserError(f"{where}: {yamlfile.dotted(path)}: {msg}") from None
             raise UserError(
-                f"{where}: {yamlfile.dotted(path)} = {_format_value(value)}: {msg}"
+                f"{where}: {yamlfile.dotted(path)} = {format_value(value)}: {msg}"
             ) from None
 
 
+def best_monitor(cfg: Config) -> str:
+    """The metric checkpoint.keep_best follows: checkpoint.monitor, else
+    train.early_stopping.monitor, else val_loss (Keras' ModelCheckpoint default)."""
+    es = cfg.train.early_stopping
+    return cfg.checkpoint.monitor or (es.monitor if es is not None else "val_loss")
+
+
 def _check_consistency(cfg: Config, positions: dict[KeyPath, str], src: str) -> None:
-    """Rules that join sections, checked before anything is built: a schedule that monitors a
-    validation metric needs a validation split."""
+    """Rules that join sections, checked before anything is built: whatever monitors a
+    validation metric (a schedule, train.early_stopping, checkpoint.keep_best) needs a
+    validation split."""
     from dlintro import schedules
 
     monitor = cfg.schedule.params.get("monitor")
     if monitor is None:
         param = schedules.SCHEDULES.params(cfg.schedule.name).get("monitor")
         monitor = param.default if param is not None else ""
-    if str(monitor).startswith("val_") and not cfg.data.validation_split:
-        where = yamlfile.where(positions, ("schedule",), src)
-        raise UserError(
-            f"{where}: schedule {cfg.schedule.name} monitors {monitor}, but there is no "
-            "validation set: set data.validation_split > 0 or schedule.params.monitor: loss"
-        )
+    # (section, what monitors, the metric, the other way out)
+    watchers: list[tuple[KeyPath, str, str, str]] = [
+        (("schedule",), f"schedule {cfg.schedule.name}", str(monitor),
+         "schedule.params.monitor: loss"),
+    ]  # fmt: skip
+    if (es := cfg.train.early_stopping) is not None:
+        watchers.append((("train", "early_stopping"), "train.early_stopping", es.monitor,
+                         "train.early_stopping: null"))  # fmt: skip
+    if cfg.checkpoint.keep_best:
+        watchers.append((("checkpoint", "keep_best"), "checkpoint.keep_best", best_monitor(cfg),
+                         "checkpoint.keep_best: false"))  # fmt: skip
+    for section, what, metric, instead in watchers:
+        if metric.startswith("val_") and not cfg.data.validation_split:
+            where = yamlfile.where(positions, section, src)
+            raise UserError(
+                f"{where}: {what} monitors {metric}, but there is no validation set: "
+                f"set data.validation_split > 0 or {instead}"
+            )
 
 
 def load(
@@ -314,23 +290,20 @@ def load(
     overrides: list[str] | tuple[str, ...] = (),
     data: dict[str, Any] | None = None,
     check_names: bool = True,
+    positions: dict[KeyPath, str] | None = None,
 ) -> Config:
-    """Load a config file (or a dict), apply `--set` overrides, validate, and freeze it."""
+    """Load a config file (or a dict), apply `--set` overrides, validate, and freeze it.
+
+    `positions` (with `data`): where each key of `data` was written ('file:line', as
+    yamlfile.parse gives), so that errors name it (dlintro.sweep merges two files)."""
     if path is not None:
         path = Path(path)
-        src = str(path)
-        if path.is_dir() and (path / "config.yaml").is_file():
-            path = path / "config.yaml"
-            src = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"{src}: no such config file") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-            raise UserError(f"{src}: cannot read the config: {exc}") from None
+        path = yamlfile.config_file(path)  # a run directory stands for its config.yaml
+        src = yamlfile.shown(path)  # one line even for a path with a newline or NUL in it
+        text = yamlfile.read_config(path, src)  # every read failure: one line, exit 2
         raw, positions = yamlfile.parse(text, src)
     else:
-        src, raw, positions = "<config>", data if data is not None else {}, {}
+        src, raw, positions = "<config>", data if data is not None else {}, dict(positions or {})
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -341,7 +314,7 @@ def load(
     try:
         cfg = Config.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise UserError(_pydantic_error(exc, positions, src)) from None
+        raise UserError(schema_error(exc, positions, src, Config)) from None
     if cfg.train.epochs is None and cfg.train.steps is None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
     if check_names:
@@ -354,7 +327,7 @@ def load(
 BREAKING = (
     "seed", "data.dataset", "data.params", "data.batch_size", "data.validation_split",
     "data.normalize", "data.augment", "model", "optimizer", "schedule", "train.epochs",
-    "train.steps", "train.label_smoothing", "train.l2", "distribution.batch",
+    "train.steps", "train.label_smoothing", "train.l2", "train.ema", "distribution.batch",
     "distribution.lr_scaling",
 )  # fmt: skip
 

@@ -25,6 +25,7 @@ class RunStart:
     label_smoothing: float
     distribution: str  # the device plan line when distributed, else ""
     execution: str = ""  # what `auto` chose for XLA, precision and steps per call, and why
+    data_note: str = ""  # what the data loader left out (image folders: the skipped files)
 
 
 @dataclass(frozen=True)

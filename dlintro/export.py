@@ -3,15 +3,18 @@
 Every artifact has the preprocessing built in: a wrapper model takes uint8 images [batch, H, W, C]
 of the run's input shape (0..255, channels last) and applies the run's saved normalization,
 `(x * scale - mean) / std`, with the same float32 operations as the training pipeline, then the
-trained model; the output is the class probabilities float32 [batch, classes]. Resizing and
-channel conversion stay outside (as `dlintro predict` does them). A JSON file next to the
-artifact (`<artifact>.json`) records the input, output, class names, normalization and the
-parity result.
+trained model; the output is the class probabilities float32 [batch, classes]. Decoding,
+channel conversion, resizing and (for digit photos) the MNIST way stay outside, as `dlintro
+predict` does them: the JSON file next to the artifact (`<artifact>.json`) says exactly what
+(`preprocess`, with dlintro/preprocess.py's NumPy/Pillow code) and records the input, output,
+class names, normalization and the parity result. A `keras` artifact has dlintro's custom layers
+replaced by built-in ones where they can be (artifacts.builtin_layers).
 
 After writing, the artifact is loaded with its own runtime (keras, tf.saved_model, the LiteRT
 interpreter, onnxruntime) and compared with the run's Keras model fed by the run's test pipeline,
-on up to PARITY_IMAGES test images: the largest absolute difference of any probability, and the
-share of images whose top-1 class agrees. TOLERANCES says what passes:
+on up to PARITY_IMAGES test images (the run's sample.npz, or the dataset for runs without one:
+artifacts.check_images; `check=False` skips it): the largest absolute difference of any
+probability, and the share of images whose top-1 class agrees. TOLERANCES says what passes:
 
 - float32 artifacts compute the same float32 function; only operation order and kernel fusion
   differ, which moves probabilities by about 1e-7 (measured: at most 1e-6 on MNIST), so 1e-4
@@ -43,13 +46,19 @@ from typing import Any
 
 import numpy as np
 
+from dlintro.artifacts import (
+    INPUT_NAME,
+    PARITY_IMAGES,
+    all_layers,
+    builtin_layers,
+    check_images,
+    wrap,
+)
 from dlintro.errors import UserError
-from dlintro.runtimes import INPUT_NAME, RUNTIMES, quiet, run_artifact, tflite_interpreter_name
+from dlintro.runtimes import RUNTIMES, quiet, run_artifact, tflite_interpreter_name
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8")
-PARITY_IMAGES = 300
-REPRESENTATIVE_IMAGES = 200
 EXTRA = "pip install 'dlintro[export]'"
 
 
@@ -91,7 +100,7 @@ class ExportResult:
     size_bytes: int
     input_shape: tuple[int, int, int]
     num_classes: int
-    parity: Parity
+    parity: Parity | None  # None: not checked (--no-check)
 
 
 def default_path(run_dir: str | Path, fmt: str, quantize: str | None = None) -> Path:
@@ -143,39 +152,9 @@ def _missing_runtime(fmt: str) -> str:
     return ", ".join(m for m in needed if importlib.util.find_spec(m) is None)
 
 
-def wrap(model: Any, input_shape: tuple[int, int, int], normalization: dict[str, Any]) -> Any:
-    """A Keras model: uint8 images [batch, *input_shape] -> normalized -> `model`.
-
-    Two Rescaling layers compute `(x * scale - mean) * (1 / std)` in float32, the very
-    operations of the training pipeline, so the wrapper is exact on the same images.
-    """
-    import keras
-
-    from dlintro.data import normalization as norm
-
-    scale, mean, std = norm.check(normalization, input_shape[-1])
-    inputs = keras.Input(input_shape, dtype="uint8", name=INPUT_NAME)
-    x = keras.layers.Rescaling(scale, offset=[-m for m in mean], dtype="float32",
-                               name="scale_and_center")(inputs)  # fmt: skip
-    x = keras.layers.Rescaling([1.0 / s for s in std], offset=0.0, dtype="float32",
-                               name="divide_by_std")(x)  # fmt: skip
-    outputs = model(x)
-    if outputs.dtype != "float32":
-        outputs = keras.layers.Activation("linear", dtype="float32", name="probabilities")(outputs)
-    wrapper = keras.Model(inputs, outputs, name=f"{model.name}_uint8")
-    wrapper(np.zeros((1, *input_shape), np.uint8))  # built and called: exporters need that
-    return wrapper
-
-
 def mixed_precision(model: Any) -> bool:
     """Whether any layer computes in float16 or bfloat16 (train.precision: mixed_*)."""
-
-    def layers(m: Any) -> Iterator[Any]:
-        for layer in getattr(m, "layers", []):
-            yield layer
-            yield from layers(layer)
-
-    return any(layer.compute_dtype in ("float16", "bfloat16") for layer in layers(model))
+    return any(layer.compute_dtype in ("float16", "bfloat16") for layer in all_layers(model))
 
 
 def float32_copy(model: Any) -> Any:
@@ -262,44 +241,38 @@ def export_run(
     force: bool = False,
     data_dir: str | Path | None = None,
     num_images: int = PARITY_IMAGES,
+    check: bool = True,
 ) -> ExportResult:
-    """Write a run's model as `fmt` with the preprocessing built in, then check its parity."""
-    from dlintro import runs
-    from dlintro.data import data_root, load_dataset, normalization
+    """Write a run's model as `fmt` with the preprocessing built in, then check its parity
+    (unless `check` is False: then `parity` is None). The images come from the run's
+    sample.npz, or from the dataset when `data_dir` is given or the run has no sample."""
+    from dlintro import runs, tta
+    from dlintro.data import normalization
     from dlintro.predict import probabilities
 
     path = check_request(runs.open_run(run_dir), fmt, quantize, out, force)  # before any work
     spec = runs.run_spec(run_dir)
     cfg = spec.config
-    _, arrays = load_dataset(cfg.data.dataset, data_root(data_dir), cfg.data.params)
-    if tuple(arrays.x_test.shape[1:]) != spec.input_shape:
-        raise UserError(
-            f"{spec.run_dir}: the {cfg.data.dataset} images are {arrays.x_test.shape[1:]} but "
-            f"the run was trained on {spec.input_shape}"
-        )
-    x_test = np.ascontiguousarray(arrays.x_test[:num_images])
-    if not len(x_test):
-        raise UserError(f"{cfg.data.dataset}: no test images for the parity check")
-    representative = None
-    if quantize == "int8":
-        rng = np.random.default_rng(cfg.seed)
-        n = min(REPRESENTATIVE_IMAGES, len(arrays.x_train))
-        representative = arrays.x_train[np.sort(rng.choice(len(arrays.x_train), n, False))]
+    images = check_images(spec, data_dir, check, quantize == "int8", num_images)
 
     model = runs.load_model(runs.model_path(spec.run_dir))
-    reference = probabilities(spec, model, x_test)
+    reference = probabilities(spec, model, images.test) if check else None
     half = mixed_precision(model)
     if half and fmt == "tflite":  # TFLite has no float16 convolution kernels
         model = float32_copy(model)
+    if fmt == "keras":  # loads in plain Keras without dlintro where built-in layers can do
+        model = builtin_layers(model)
+    model = tta.wrap(model, cfg.eval.tta)  # the model as evaluated, as is the reference
     wrapper = wrap(model, spec.input_shape, spec.normalization)
-    _write(wrapper, fmt, path, quantize, representative)
+    _write(wrapper, fmt, path, quantize, images.calibration)
 
-    runtime = RUNTIMES.get(fmt) or tflite_interpreter_name()
-    probs = run_artifact(fmt, path, x_test)
-    # a mixed-precision run's Keras reference computes in half precision itself
-    tolerance = TOLERANCES[quantize or ("float16" if half else "float32")]
-    where = f"{cfg.data.dataset} test images"
-    parity = compare(reference, probs, tolerance, where, runtime)
+    parity = None
+    if reference is not None:
+        runtime = RUNTIMES.get(fmt) or tflite_interpreter_name()
+        probs = run_artifact(fmt, path, images.test)
+        # a mixed-precision run's Keras reference computes in half precision itself
+        tolerance = TOLERANCES[quantize or ("float16" if half else "float32")]
+        parity = compare(reference, probs, tolerance, images.where, runtime)
     size = _size(path)
     record = {
         "artifact": path.name,
@@ -326,12 +299,45 @@ def export_run(
             **spec.normalization,
             "scale": normalization.scale(spec.normalization["mode"]),
         },
+        "preprocess": preprocess_record(spec.input_shape),
         "class_names": list(spec.class_names),
-        "parity": asdict(parity),
+        "parity": asdict(parity) if parity else None,
     }
+    if parity is None:
+        record["parity_skipped"] = UNCHECKED
     runs.write_json(info_path(path), record)
     return ExportResult(path, info_path(path), fmt, quantize, size, spec.input_shape,
                         len(spec.class_names), parity)  # fmt: skip
+
+
+UNCHECKED = "--no-check: the artifact was not compared with the Keras model; use at your own risk"
+
+
+def preprocess_record(input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The export JSON's "preprocess": what the artifact leaves to the caller, and the code
+    (dlintro/preprocess.py, NumPy and Pillow only) that does it as `dlintro predict` does."""
+    import inspect
+
+    from dlintro import preprocess
+
+    h, w, c = input_shape
+    digits = (
+        " For this 1-channel 28x28 input, a photo of a dark digit on light paper (mean "
+        "brightness > 0.5) gets the MNIST way instead, as dlintro predict --invert auto does: "
+        "transparency over white, grey, inverted, paper level (median) removed, cropped to the "
+        "ink, longer side scaled to 20 px, centred by centre of mass in the 28x28 frame."
+        if (h, w, c) == (28, 28, 1)
+        else ""
+    )
+    mode = {1: "grey", 3: "RGB", 4: "RGBA"}.get(c, f"{c} channels")
+    return {
+        "left_to_caller": f"Decode the image file, convert it to {mode}, resize it to {h}x{w} "
+        "with antialiased bilinear resampling (aspect ratio not kept), and stack the images "
+        f"into uint8 [batch, {h}, {w}, {c}]; do not divide by 255 or normalize (built in).{digits}",
+        "usage": f"x = np.stack([preprocess(p, {h}, {w}, {c}) for p in paths])",
+        "requires": ["numpy", "pillow"],
+        "code": inspect.getsource(preprocess),
+    }
 
 
 def _size(path: Path) -> int:

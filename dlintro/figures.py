@@ -129,29 +129,126 @@ def gallery_png(images: np.ndarray, titles: list[str], cols: int = 6) -> bytes:
     return _png(fig)
 
 
-def curves_png(history: list[dict[str, float]]) -> bytes:
-    """Loss, accuracy and learning rate per epoch, training and validation."""
-    from matplotlib.ticker import MaxNLocator
+def curves_png(
+    history: list[dict[str, float]], steps: list[dict[str, float]] | None = None
+) -> bytes:
+    """The learning curves (curves_figure) as a PNG."""
+    return _png(curves_figure(history, steps))
 
-    fig = _figure(12.0, 3.6)
-    epochs = [r.get("epoch", math.nan) for r in history]
+
+def curves_figure(
+    history: list[dict[str, float]], steps: list[dict[str, float]] | None = None
+) -> Any:
+    """Loss, accuracy and learning rate over the training steps: the epoch rows of history.csv
+    (training and validation, marked at each epoch's last step) and, from `steps`, the progress
+    lines' training loss and learning rate (rows {step, loss, learning_rate}; dlintro.board
+    .reader.step_history). With both, a one-epoch run still shows how its loss fell, not one dot.
+    The top axis counts epochs."""
+    from matplotlib.ticker import FuncFormatter
+
+    fig = _figure(12.0, 3.8)
+    steps = steps or []
+    x = [r.get("step", math.nan) for r in history]
+    per_epoch = _steps_per_epoch(history)
     panels = [("loss", "loss"), ("accuracy", "accuracy"), ("learning_rate", "learning rate")]
     for k, (key, title) in enumerate(panels):
         ax = fig.add_subplot(1, 3, k + 1)
+        line = [
+            (r["step"], r.get(key, math.nan)) for r in steps if r.get(key, math.nan) == r.get(key)
+        ]
+        if key != "accuracy" and len(line) > 1:
+            label = "training, epoch so far (log steps)" if key == "loss" else None
+            ax.plot(*zip(*line, strict=True), linewidth=1.2, alpha=0.8, label=label)
         train = [r.get(key, math.nan) for r in history]
-        ax.plot(epochs, train, marker="o", markersize=3, label="training")
+        if key != "learning_rate" or len(line) <= 1:
+            ax.plot(x, train, marker="o", markersize=4, label="training (epoch)")
         val = [r.get(f"val_{key}", math.nan) for r in history]
         if any(v == v for v in val):
-            ax.plot(epochs, val, marker="o", markersize=3, label="validation")
+            ax.plot(x, val, marker="o", markersize=4, label="validation (epoch)")
+        if len(history) == 1 and key == "accuracy":  # a lone point: say its value
+            for values in (train, val):
+                if values[0] == values[0]:
+                    ax.annotate(f"{values[0]:.2%}", (x[0], values[0]), textcoords="offset points",
+                                xytext=(6, 4), fontsize=8)  # fmt: skip
         ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        last = max([*x, *(r["step"] for r in steps)], default=0)
+        if last == last and last > 0:  # steps count from 0: a short run is not a dot in a void
+            ax.set_xlim(0, last * 1.04)
+        if len(history) <= 1 and (key == "accuracy" or len(line) <= 1):  # no curve: a true scale
+            top = max([v for v in (*train, *val) if v == v], default=1.0)
+            ax.set_ylim(0, 1.0 if key == "accuracy" else top * 1.5 or 1.0)
+        if per_epoch:
+            epochs = ax.secondary_xaxis(
+                "top", functions=(lambda s, n=per_epoch: s / n, lambda e, n=per_epoch: e * n)
+            )
+            epochs.set_xlabel("epoch", fontsize=8)
+            epochs.tick_params(labelsize=7)
         if key != "learning_rate":
-            ax.legend(fontsize=8)
-        if key == "learning_rate":
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+            ax.legend(fontsize=7)
+        else:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    return fig
+
+
+def _steps_per_epoch(history: list[dict[str, float]]) -> float:
+    """Steps per epoch from the first full epoch row (0 when unknown)."""
+    for r in history:
+        step, epoch = r.get("step", math.nan), r.get("epoch", math.nan)
+        if step == step and epoch == epoch and epoch >= 1:
+            return float(step) / float(epoch)
+    return 0.0
+
+
+def preview_png(sample: Any, cols: int = 8, title: str = "") -> bytes:
+    """A dlintro.data.preview.Sample as a labelled figure: rows of originals, each above the
+    same images augmented; every original titled with its class, every mixed image (mixup,
+    cutmix) with its two largest label shares. Images are enlarged without smoothing."""
+    originals = displayable(sample.originals)
+    augmented = None if sample.augmented is None else displayable(sample.augmented)
+    n = len(originals)
+    cols = max(1, min(cols, n))
+    blocks = math.ceil(n / cols)
+    per_block = 1 if augmented is None else 2
+    cell = 1.35
+    fig = _figure(cell * cols + 0.9, (cell + 0.25) * blocks * per_block + 0.6)
+    grid = fig.add_gridspec(blocks * per_block, cols)
+    names = sample.class_names
+    for i in range(n):
+        block, col = divmod(i, cols)
+        rows = [(originals, names[int(sample.labels[i])], "original")]
+        if augmented is not None:
+            rows.append((augmented, _mixed_caption(sample, i), "augmented"))
+        for j, (images, caption, kind) in enumerate(rows):
+            ax = fig.add_subplot(grid[block * per_block + j, col])
+            _show(ax, images[i])
+            ax.set_title(short_name(caption, 28), fontsize=8 if len(caption) <= 18 else 7)
+            if col == 0:
+                ax.set_ylabel(kind, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _png(fig)
+
+
+def _show(ax: Any, image: np.ndarray) -> None:
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _mixed_caption(sample: Any, i: int) -> str:
+    """'' for an image with its own label; '7 62% + 1 38%' for a mixed one."""
+    if sample.soft_labels is None:
+        return ""
+    shares = sample.soft_labels[i]
+    top = np.argsort(-shares, kind="stable")[:2]
+    if shares[top[1]] < 0.005:
+        return ""
+    return " + ".join(f"{short_name(sample.class_names[c], 8)} {shares[c]:.0%}" for c in top)
 
 
 def short_name(name: str, n: int = 14) -> str:

@@ -21,6 +21,10 @@ The L2 term follows Caffe and the ResNet paper: its gradient is l2 * w, so "weig
 2 * l2 * w). Kernels are the variables named *kernel (Dense, Conv); biases, batch-norm gamma and
 beta and other weights are not decayed.
 
+With `train.ema` the step also updates the weights' moving average after the optimizer's
+update (dlintro.ema); validation then sees the average, and `finish()` puts it in the model
+when training ends. Its variables go in every checkpoint (`optimizer.checkpoint_groups`).
+
 Running accuracy counts argmax(p) == y for integer labels and argmax(p) == argmax(q) for soft
 labels (the larger share of a mixed image; its first class on a tie). Validation (`evaluate`)
 always uses integer labels and plain, unsmoothed cross-entropy.
@@ -28,11 +32,14 @@ always uses integer labels and plain, unsmoothed cross-entropy.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+from dlintro import ema as ema_mod
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 
@@ -57,6 +64,8 @@ class StepRunner:
         prepare: Callable[[tf.Tensor], tf.Tensor] | None = None,
         replicas: int = 1,
         global_batch: int = 0,
+        ema: Any = None,
+        total_steps: int = 1,
     ) -> None:
         self.model, self.optimizer = model, optimizer
         # Under a strategy (DistributedStepRunner): the replica count and the global batch
@@ -72,6 +81,9 @@ class StepRunner:
         self.seen = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.bad_loss = tf.Variable(0.0, dtype=tf.float32, trainable=False)
         optimizer.build(model.trainable_variables)
+        # train.ema: the weights' moving average, updated in the step (dlintro.ema).
+        self.ema = ema_mod.build(ema, model, total_steps, distributed=replicas > 1)
+        optimizer.checkpoint_groups = self.checkpoint_groups()  # dlintro.checkpoint saves them
         self._step = tf.function(self._train_step, jit_compile=jit_compile)
         self._run = tf.function(self._run_steps)
         # With XLA the whole chunk of steps is one compiled loop (see run_rows).
@@ -136,6 +148,8 @@ class StepRunner:
 
         def apply() -> tf.Tensor:
             self.optimizer.apply(grads, self.model.trainable_variables)
+            if self.ema is not None:
+                self.ema.update(self.optimizer.iterations)
             return tf.constant(True)
 
         tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
@@ -211,7 +225,17 @@ class StepRunner:
         """Mean loss and accuracy over a finite dataset (validation)."""
         from dlintro import evaluate
 
-        return evaluate.loss_and_accuracy(*evaluate.predict(self.model, dataset, self._predict))
+        with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+            return evaluate.loss_and_accuracy(*evaluate.predict(self.model, dataset, self._predict))
+
+    def checkpoint_groups(self) -> dict[str, list[Any]]:
+        """Variables beyond the model's and the optimizer's that a checkpoint keeps."""
+        return {"ema": self.ema.variables} if self.ema is not None else {}
+
+    def finish(self) -> None:
+        """Training is over: the model takes its final weights (train.ema's average)."""
+        if self.ema is not None:
+            self.ema.finish()
 
 
 class DistributedStepRunner(StepRunner):
@@ -231,11 +255,14 @@ class DistributedStepRunner(StepRunner):
         label_smoothing: float = 0.0,
         l2: float = 0.0,
         prepare: Callable[[tf.Tensor], tf.Tensor] | None = None,
+        ema: Any = None,
+        total_steps: int = 1,
     ) -> None:
         self.strategy = strategy
         super().__init__(
             model, optimizer, False, label_smoothing, l2, prepare,
-            replicas=strategy.num_replicas_in_sync, global_batch=global_batch,
+            replicas=strategy.num_replicas_in_sync, global_batch=global_batch, ema=ema,
+            total_steps=total_steps,
         )  # fmt: skip
         self._grads = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
         self._any = tf.function(self._any_worker)
@@ -243,6 +270,8 @@ class DistributedStepRunner(StepRunner):
     def _replica_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         loss, correct, grads = self._grads(x, y)
         self.optimizer.apply(grads, self.model.trainable_variables)
+        if self.ema is not None:
+            self.ema.update(self.optimizer.iterations)
         return loss, correct
 
     def _iterator_step(self, x: Any, y: Any) -> tuple[Any, Any, Any]:

@@ -13,16 +13,22 @@ Before each update Keras does `w -= lr_t * weight_decay * w` (lr_t: the schedule
 step) on every trainable variable, biases and batch-norm gamma/beta included, outside the
 gradient, so it never enters SGD's momentum or Adam's moments. Classic L2 regularization added
 to the loss (kernels only) is `train.l2` instead (see dlintro.loop).
+
+Variable groups (`optimizer.groups`, apply_groups): the variables whose path matches a group
+get lr_t x lr_multiplier and their own decoupled weight decay (still lr_t x weight_decay).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Annotated, Any
 
 import keras
 from keras import ops
 from pydantic import Field
 
+from dlintro.errors import UserError
 from dlintro.registry import ParamsError, Registry, validated
 from dlintro.schedules import SCHEDULES, Rate
 
@@ -63,7 +69,13 @@ def sgd(
     clipvalue: Clip = None,
 ) -> keras.optimizers.Optimizer:
     """SGD; `weight_decay` is decoupled (Keras 3): each step first `w -= lr_t * wd * w` on every
-    trainable variable (biases, batch-norm gamma/beta included), outside the momentum buffer.
+    trainable variable (biases, batch-norm gamma/beta included), outside the momentum buffer;
+    lr_t is the scheduled rate of that step, so the decay follows the schedule.
+
+    The update (Keras): v = momentum * v - lr_t * g, then w += v, or with `nesterov`
+    w += momentum * v - lr_t * g. With a constant rate that is PyTorch's SGD (buffer
+    b = momentum * b + g, w -= lr * (g + momentum * b) for Nesterov), v = -lr * b.
+    Per-variable-group rates and decays: config `optimizer.groups` (apply_groups).
 
     Without momentum that equals classic L2 with gradient `wd * w`, i.e. `train.l2: wd` (but on
     all variables, not only kernels); with momentum the two differ: the ResNet paper's "weight
@@ -164,6 +176,25 @@ def adagrad(
     )  # fmt: skip
 
 
+@OPTIMIZERS.register("adamax", description="Adamax: Adam with the infinity norm (Kingma & Ba)")
+@validated
+def adamax(
+    learning_rate: Rate,
+    beta_1: Unit = 0.9,
+    beta_2: Unit = 0.999,
+    epsilon: Epsilon = 1e-7,
+    global_clipnorm: Clip = None,
+    clipnorm: Clip = None,
+    clipvalue: Clip = None,
+) -> keras.optimizers.Optimizer:
+    """Adamax (section 7 of the Adam paper): u = max(beta_2 u, |g|) in place of Adam's second
+    moment; the optimizer of RStudio's Keras CIFAR-10 example (configs/cifar10_keras_conv)."""
+    return keras.optimizers.Adamax(
+        learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+        **_clipping(global_clipnorm, clipnorm, clipvalue),
+    )  # fmt: skip
+
+
 def build(
     optimizer_cfg: Any, schedule_cfg: Any, total_steps: int, steps_per_epoch: int
 ) -> keras.optimizers.Optimizer:
@@ -179,9 +210,91 @@ def build(
             steps_per_epoch,
             **schedule_cfg.params,
         )
-        return OPTIMIZERS.create(optimizer_cfg.name, lr, **optimizer_cfg.params)
+        optimizer = OPTIMIZERS.create(optimizer_cfg.name, lr, **optimizer_cfg.params)
     except ParamsError as exc:
         raise ParamsError(f"optimizer/schedule: {exc.detail}", exc.errors) from None
+    return apply_groups(optimizer, getattr(optimizer_cfg, "groups", ()))
+
+
+# ----------------------------------------------------------------------------- variable groups
+
+
+class _Grouped:
+    """Mixed into an optimizer's class by `apply_groups`: per-variable learning-rate factors
+    and weight decays, fixed when the optimizer is built on the model's variables."""
+
+    variable_groups: tuple[Any, ...] = ()
+
+    def build(self, variables: list[Any]) -> None:
+        super().build(variables)  # type: ignore[misc]
+        chosen = [group_of(v.path, self.variable_groups) for v in variables]
+        for i, group in enumerate(self.variable_groups):
+            if i not in chosen:
+                examples = ", ".join(v.path for v in variables[:4])
+                raise UserError(
+                    f"optimizer.groups[{i}].match '{group.match}' matches none of the model's "
+                    f"trainable variables (their paths look like: {examples})"
+                )
+        groups = [None if c is None else self.variable_groups[c] for c in chosen]
+        self.lr_factors = [1.0 if g is None else float(g.lr_multiplier) for g in groups]
+        self.decays = [
+            self.weight_decay if g is None or g.weight_decay is None else g.weight_decay
+            for g in groups
+        ]
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        factor = self.lr_factors[self._get_variable_index(variable)]
+        if factor != 1.0:
+            learning_rate = ops.multiply(learning_rate, factor)
+        super().update_step(gradient, variable, learning_rate)  # type: ignore[misc]
+
+    def _apply_weight_decay(self, variables: list[Any]) -> None:
+        """Keras' decoupled decay `w -= lr_t * wd * w`, run once per distinct wd (Keras reads
+        self.weight_decay while tracing; it is put back afterwards)."""
+        by_decay: dict[float, list[Any]] = {}
+        for v in variables:
+            wd = self.decays[self._get_variable_index(v)]
+            if wd:
+                by_decay.setdefault(float(wd), []).append(v)
+        own = self.weight_decay
+        try:
+            for wd, group in by_decay.items():
+                self.weight_decay = wd
+                super()._apply_weight_decay(group)  # type: ignore[misc]
+        finally:
+            self.weight_decay = own
+
+
+@functools.cache
+def _grouped_class(base: type) -> type:
+    return type(f"Grouped{base.__name__}", (_Grouped, base), {})
+
+
+def group_of(path: str, groups: tuple[Any, ...]) -> int | None:
+    """The index of the first group whose `match` is found in `path`, or None."""
+    return next((i for i, g in enumerate(groups) if re.search(g.match, path)), None)
+
+
+def apply_groups(
+    optimizer: keras.optimizers.Optimizer, groups: tuple[Any, ...]
+) -> keras.optimizers.Optimizer:
+    """Give variable groups (config `optimizer.groups`) their own rate and weight decay.
+
+    For the variables of a group (the first whose `match` is found in the variable's path):
+    every update uses learning rate lr_t x lr_multiplier (lr_t: the schedule's rate at that
+    step) in place of lr_t, whatever the optimizer (momentum and Adam moments included), and
+    the decoupled weight decay is `w -= lr_t x weight_decay x w` with the group's weight
+    decay (unset: the optimizer's own), lr_t *not* multiplied: airbench's "bias_scaler 64"
+    raises the batch-norm offsets' rate but not their decay. A group that matches no variable
+    is an error when the optimizer is built. No groups: the optimizer is returned unchanged.
+    Groups mix their behaviour into this optimizer object (its class becomes a subclass of
+    its own), so checkpoints, schedules and loss scaling see the same optimizer.
+    """
+    if not groups:
+        return optimizer
+    optimizer.__class__ = _grouped_class(type(optimizer))
+    optimizer.variable_groups = tuple(groups)
+    return optimizer
 
 
 def schedule_of(optimizer: keras.optimizers.Optimizer) -> Any:

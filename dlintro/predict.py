@@ -5,7 +5,9 @@ Each PNG/JPEG (any size, grey or colour) is decoded like an `image_folder` train
 antialiased bilinear resampling when the size differs, kept as uint8; then the batch goes
 through the test pipeline with the run's saved normalization, and the run's final model gives
 class probabilities. Directories expand to their image files (sorted, recursive, hidden files
-left out). An unreadable file is reported and the others still get their predictions.
+left out). An unreadable file is reported and the others still get their predictions; only
+regular files are read (a FIFO or device is reported, never opened) and an image's pixels,
+read from its header, must be within the IMAGE_PIXELS limit (dlintro.limits) before decoding.
 
 The MNIST way for digit photos (`invert`): MNIST digits are light ink on black, cropped to the
 ink, scaled so that the longer side is 20 px, and centred by centre of mass in a 28x28 frame. A
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dlintro import limits
 from dlintro.data.folders import IMAGE_SUFFIXES
 from dlintro.errors import UserError
 from dlintro.runs import RunSpec
@@ -100,7 +103,15 @@ def _images_under(folder: str, failed: list[tuple[str, str]]) -> list[str]:
         dirs[:] = sorted(d for d in dirs if d[:1] != ".")
         for name in sorted(names):
             if name[:1] != "." and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                found.append(os.path.join(top, name))
+                path = os.path.join(top, name)
+                try:  # only regular files: a FIFO named like an image would block forever
+                    problem = limits.not_regular(path)
+                except OSError as exc:
+                    problem = f"cannot read ({exc.strerror or exc})"
+                if problem:
+                    failed.append((path, problem))
+                else:
+                    found.append(path)
     return found
 
 
@@ -189,7 +200,7 @@ def prepare(files: list[str], input_shape: tuple[int, int, int], invert: str = "
     """Decode files into the run's input shape (uint8), the MNIST way where `invert` says."""
     import tensorflow as tf
 
-    from dlintro.data.folders import decode_images, decode_problem
+    from dlintro.data.imagefile import decode_images, decode_problem, screen
 
     h, w, c = input_shape
     if c not in (1, 3, 4):
@@ -199,6 +210,10 @@ def prepare(files: list[str], input_shape: tuple[int, int, int], invert: str = "
     failed: list[tuple[str, str]] = []
     if candidate:
         for path in files:
+            problem = screen(path)  # a regular file within the pixel limit, before decoding
+            if problem:
+                failed.append((path, problem))
+                continue
             try:
                 grey = _decode_grey(path)
             except (tf.errors.OpError, ValueError) as exc:
@@ -233,7 +248,7 @@ def probabilities(spec: RunSpec, model: Any, images: np.ndarray) -> np.ndarray:
 
     labels = np.zeros(len(images), np.int32)
     dataset = make_dataset(images, labels, spec.batch_size, spec.normalization)
-    return evaluate.predict(model, dataset)[0]
+    return evaluate.predict(model, dataset, tta=spec.config.eval.tta)[0]  # as eval does
 
 
 def top_k(probs: np.ndarray, class_names: tuple[str, ...], k: int) -> list[list[dict[str, Any]]]:
@@ -254,15 +269,22 @@ def top_k(probs: np.ndarray, class_names: tuple[str, ...], k: int) -> list[list[
 
 
 def predict_files(
-    run_dir: str | Path, inputs: list[str | Path], k: int = 3, invert: str = "auto"
+    run_dir: str | Path,
+    inputs: list[str | Path],
+    k: int = 3,
+    invert: str = "auto",
+    csv_path: str | Path | None = None,
 ) -> PredictResult:
-    """Predict the top-k classes of image files and directories with a run's final model."""
+    """Predict the top-k classes of image files and directories with a run's final model;
+    with `csv_path`, also write them there (write_csv)."""
     from dlintro import runs
 
     runs.open_run(run_dir)  # the cheap checks first: the run, then the options
     if k < 1:
         raise UserError(f"--top-k {k}: must be at least 1")
     _check_invert(invert)
+    if csv_path is not None:
+        check_csv_target(csv_path)
     spec = runs.run_spec(run_dir)
     files, failed = expand(inputs)
     prepared = prepare(files, spec.input_shape, invert)
@@ -275,13 +297,63 @@ def predict_files(
     probs = probabilities(spec, model, prepared.images)
     tops = top_k(probs, spec.class_names, k)
     predictions = [{"file": f, "top": t} for f, t in zip(prepared.files, tops, strict=True)]
+    if csv_path is not None:
+        write_csv(csv_path, predictions)
     return PredictResult(predictions, failed, prepared.mnist_way)
+
+
+# ----------------------------------------------------------------------------- CSV output
+
+
+def csv_columns(k: int) -> list[str]:
+    """The CSV header: the predicted class first, then the other top-k classes."""
+    more = [f"top{i}_{c}" for i in range(2, k + 1) for c in ("class", "name", "probability")]
+    return ["file", "class", "name", "confidence", *more]
+
+
+def check_csv_target(path: str | Path) -> None:
+    """Refuse, before any work, a --csv path that cannot be written (an existing file is
+    replaced, as a shell redirection would)."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"--csv {target}: is a directory; give a file name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UserError(f"--csv {target}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--csv {target}: the directory {parent} is not writable")
+
+
+def write_csv(path: str | Path, predictions: list[dict[str, Any]]) -> None:
+    """Predictions as CSV (one row per image, columns csv_columns(k); probabilities %.6g),
+    written atomically."""
+    import csv
+    import io
+
+    from dlintro import runs
+
+    k = max((len(p["top"]) for p in predictions), default=1)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_columns(k))
+    for p in predictions:
+        first, *rest = p["top"]
+        row = [p["file"], first["class"], first["name"], f"{first['probability']:.6g}"]
+        for t in rest:
+            row += [t["class"], t["name"], f"{t['probability']:.6g}"]
+        writer.writerow(row)
+    try:
+        runs.write_text(path, buffer.getvalue())
+    except OSError as exc:
+        raise UserError(f"--csv {path}: cannot write: {exc.strerror or exc}") from None
 
 
 __all__ = [
     "INVERT_MODES",
     "PredictResult",
     "Prepared",
+    "check_csv_target",
+    "csv_columns",
     "expand",
     "mnist_applies",
     "mnist_way",
@@ -289,4 +361,5 @@ __all__ = [
     "prepare",
     "probabilities",
     "top_k",
+    "write_csv",
 ]

@@ -9,7 +9,7 @@ dlintro.scores, its figures from dlintro.figures, shared with TensorBoard).
       per_class.json           precision, recall, F1, accuracy and support of every class
       worst_misclassified.png  the gallery as one figure
       gallery/NNN.png          each misclassified image, enlarged
-      learning_curves.png      loss, accuracy and learning rate per epoch (from history.csv)
+      learning_curves.png      loss, accuracy, learning rate per epoch and per log step
 
 Per-class accuracy is the share of that class's test images classified correctly (equal to its
 recall), as `dlintro eval` reports it.
@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from dlintro import figures, runs, scores
+from dlintro import figures, runfiles, runs, scores
+from dlintro.board.reader import step_history
 from dlintro.data.normalization import invert
 from dlintro.figures import GALLERY_SIZE
 
@@ -45,16 +46,21 @@ def write(
     dataset: Any,
     normalization: dict[str, Any],
     meta: dict[str, Any] | None = None,
+    files: tuple[str, ...] | list[str] = (),
+    out: str | Path | None = None,
 ) -> Path:
-    """Write RUN_DIR/report/ from the test predictions; return its path.
+    """Write RUN_DIR/report/ (or `out`) from the test predictions; return its path.
 
     `metrics` is what evaluate.metrics returned for these predictions (its accuracy is the
     report's); `dataset` is the test pipeline the predictions came from, in the same order.
-    The report is built in a temporary directory and then swapped in whole.
+    `files` names the test images in that order (image folders: paths relative to the dataset
+    root), so that the gallery shows them instead of `#index`. The report is built in a
+    temporary directory and then swapped in whole.
     """
     from dlintro.data.preview import write_png
 
     run_dir = Path(run_dir)
+    target = Path(out) if out is not None else run_dir / "report"
     meta = meta or {}
     names = list(metrics["class_names"])
     confusion = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
@@ -67,6 +73,7 @@ def write(
         top = np.argsort(-probs[i], kind="stable")[:3]
         gallery.append({
             "rank": rank + 1, "index": int(i), "file": f"gallery/{rank + 1:03d}.png",
+            "path": files[i] if len(files) == len(labels) else None,
             "true": int(labels[i]), "true_name": names[labels[i]],
             "predicted": int(top[0]), "predicted_name": names[top[0]],
             "probability_true": round(float(probs[i, labels[i]]), 6),
@@ -93,7 +100,7 @@ def write(
         "gallery": gallery,
     }
 
-    tmp = Path(tempfile.mkdtemp(prefix=".report.", dir=run_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         (tmp / "gallery").mkdir()
         _write_json(tmp / "report.json", report)
@@ -111,17 +118,18 @@ def write(
         for g, img in zip(gallery, images, strict=True):
             write_png(tmp / g["file"], figures.enlarge(img))
         if history:
-            (tmp / "learning_curves.png").write_bytes(figures.curves_png(history))
+            steps = step_history(run_dir)  # the progress lines' loss, from the logs
+            (tmp / "learning_curves.png").write_bytes(figures.curves_png(history, steps))
         (tmp / "index.html").write_text(
             _html(summary, per_class, pairs, gallery, bool(history)),
             encoding="utf-8",
         )
-        os.chmod(tmp, 0o755)
-        _swap(tmp, run_dir / "report")
+        os.chmod(tmp, runfiles.dir_mode())  # mkdtemp made it 0700
+        _swap(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return run_dir / "report"
+    return target
 
 
 def _mean(values: Any) -> float:
@@ -238,9 +246,10 @@ def _html(
                     f"<div{cls}>{e(figures.short_name(t['name']))} {t['probability']:.1%} "
                     f'<span class="bar" style="width:{width:.2f}em"></span></div>'
                 )
+            label = e(g["path"]) if g.get("path") else f"#{g['index']}"
             parts.append(
-                f'<figure><img src="{g["file"]}" alt="test image {g["index"]}">'
-                f"<figcaption>#{g['index']}: true <b>{e(g['true_name'])}</b> "
+                f'<figure><img src="{g["file"]}" alt="test image {label}">'
+                f"<figcaption>{label}: true <b>{e(g['true_name'])}</b> "
                 f"({g['probability_true']:.1%}), predicted <b>{e(g['predicted_name'])}</b>"
                 f"{''.join(rows)}</figcaption></figure>"
             )

@@ -5,7 +5,9 @@ eval read back.
     runs/<name>/  config.yaml  meta.json  history.csv  metrics.json  model.keras
                   checkpoints/  logs/  report/  export/
 
-No TensorFlow at import (the CLI lists runs without it); loading the model imports Keras.
+Run files are read back through their schemas (dlintro.runfiles); a training process holds
+the run's lock (dlintro.runlock) from its claim to its end. No TensorFlow at import (the CLI
+lists runs without it); loading the model imports Keras.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dlintro import limits, runfiles, runlock
 from dlintro.errors import UserError
+from dlintro.runlock import LOCK_NAME, RunLock
 
 DEFAULT_ROOT = Path("runs")
 HISTORY = "history.csv"
@@ -39,7 +43,9 @@ def create(name: str, run_dir: str | Path | None = None, root: str | Path | None
     `<root>/<name>-<YYYYmmdd-HHMMSS>` with a numeric suffix if that name is taken."""
     if run_dir is not None:
         path = Path(run_dir)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.is_dir() and (pid := runlock.holder(path)):
+            raise runlock.refusal(path, pid)  # another process claimed it (and is training)
+        if path.exists() and (not path.is_dir() or _taken(path)):
             raise UserError(
                 f"{path}: the run directory exists and is not empty; choose a new --run-dir "
                 "(runs are never overwritten)"
@@ -58,6 +64,26 @@ def create(name: str, run_dir: str | Path | None = None, root: str | Path | None
     raise UserError(f"{base}: could not find a free run directory name for '{name}'")
 
 
+def claim(name: str, run_dir: str | Path | None = None, root: str | Path | None = None) -> RunLock:
+    """Create a run directory (see `create`) and take its lock (held until released: the
+    training process's whole life). A directory that another process claimed at the same moment
+    is refused: its lock names that process, or it is no longer empty."""
+    path = create(name, run_dir, root)
+    lock = RunLock(path).acquire()
+    if _taken(path):  # claimed, written and let go by another process since create
+        lock.release()
+        raise UserError(
+            f"{path}: the run directory exists and is not empty; choose a new --run-dir "
+            "(runs are never overwritten)"
+        )
+    return lock
+
+
+def _taken(path: Path) -> bool:
+    """Whether a directory holds anything but a lock file (of a process that claimed it)."""
+    return any(p.name != LOCK_NAME for p in path.iterdir())
+
+
 def _mkdir(path: Path, exist_ok: bool) -> None:
     try:
         path.mkdir(parents=True, exist_ok=exist_ok)
@@ -70,10 +96,12 @@ def _mkdir(path: Path, exist_ok: bool) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically: a temporary file in the same directory, then a rename."""
+    """Write a file atomically: a temporary file in the same directory, then a rename. The file
+    gets the usual mode (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, runfiles.file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -91,7 +119,8 @@ def write_json(path: str | Path, data: Any) -> None:
 def update_meta(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Merge `fields` into meta.json (atomically) and return the result."""
     path = Path(run_dir) / "meta.json"
-    meta = json.loads(path.read_text()) if path.exists() else {}
+    meta = runfiles.read_json(path) if path.exists() else {}
+    meta = meta if isinstance(meta, dict) else {}
     meta.update(fields)
     write_json(path, meta)
     return meta
@@ -112,11 +141,9 @@ def open_run(run_dir: str | Path) -> Path:
 
 
 def read_meta(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "meta.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable run metadata: {exc}") from None
+    """meta.json as written, validated by its schema (runfiles.Meta): every key has its type,
+    so `.get` chains are safe; a damaged file is a UserError naming the key."""
+    return runfiles.load_dict(Path(run_dir) / "meta.json", runfiles.Meta)
 
 
 def model_path(run_dir: str | Path) -> Path:
@@ -243,27 +270,43 @@ def append_history(run_dir: str | Path, row: dict[str, Any]) -> None:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    """history.csv as numbers (NaN for empty or missing values); [] when there is none."""
+def history_rows(run_dir: str | Path) -> list[dict[str, str]]:
+    """history.csv's rows as text; [] when there is none; UserError when it cannot be read as
+    CSV (a resume checks this before writing anything)."""
     path = Path(run_dir) / HISTORY
-    try:
-        with path.open(newline="") as f:
-            return [{k: _float(v) for k, v in row.items() if k} for row in csv.DictReader(f)]
-    except OSError:
+    if not path.exists():
         return []
+    try:
+        text = limits.read_regular(path, runfiles.RUN_FILE_BYTES).decode("utf-8")
+        rows = list(csv.DictReader(text.splitlines()))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc).split(":")[0]
+        raise UserError(f"{path}: cannot be read as CSV ({why})") from None
+    return [{k: v for k, v in row.items() if isinstance(k, str) and k} for row in rows]
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """history.csv as numbers (NaN for empty, missing or damaged values); [] when there is
+    none or it cannot be read."""
+    try:
+        rows = history_rows(run_dir)
+    except UserError:
+        return []
+    return [{k: _float(v) for k, v in row.items()} for row in rows]
 
 
 def keep_history_until(run_dir: str | Path, step: int) -> None:
-    """On resume, drop history rows written after the checkpoint being resumed."""
+    """On resume, drop history rows written after the checkpoint being resumed (and rows
+    whose step is not a number)."""
     path = Path(run_dir) / HISTORY
-    if not path.exists():
-        return
-    with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    rows = [r for r in history_rows(run_dir) if _float(r.get("step")) <= step]
     if not rows:
-        path.unlink()
+        path.unlink(missing_ok=True)
         return
-    lines = [",".join(rows[0])] + [",".join(r.values()) for r in rows]
+    columns = list(rows[0])
+    lines = [",".join(columns)] + [",".join(str(r.get(c) or "") for c in columns) for r in rows]
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -296,18 +339,20 @@ def run_spec(run_dir: str | Path) -> RunSpec:
 
     path = open_run(run_dir)
     model_path(path)  # a run without a final model is refused before anything else
+    meta = runfiles.meta(path)  # typed: shapes within limits, the normalization a record
     cfg = config.load(path / "config.yaml")
-    meta = read_meta(path)
-    data = meta.get("data") or {}
-    shape, names = data.get("input_shape"), data.get("class_names")
+    data = meta.data or runfiles.DataRecord()
+    shape, names = data.input_shape, data.class_names
     if not shape or not names:
         info = dataset_info(cfg.data.dataset, cfg.data.params)
         shape, names = shape or info.input_shape, names or info.class_names
-    try:
-        h, w, c = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise UserError(f"{path / 'meta.json'}: bad data.input_shape {shape!r}") from None
-    norm = data.get("normalization")
+    h, w, c = (int(v) for v in shape)
+    norm = data.normalization.model_dump() if data.normalization else None
+    if norm and len(norm["mean"]) != c:
+        raise UserError(
+            f"{path / 'meta.json'}: 'data.normalization' has {len(norm['mean'])} channel(s), "
+            f"the input {c}"
+        )
     if not norm:
         try:
             norm = normalization.identity_stats(cfg.data.normalize, c)

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from dlintro.artifacts import INPUT_NAME  # the input of every artifact: uint8 [batch, H, W, C]
 from dlintro.quiet import native_stderr_off
-
-INPUT_NAME = "image"  # the input of every artifact: uint8 images [batch, H, W, C]
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ saves the state in every checkpoint, so that a resumed run continues exactly.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -106,6 +107,27 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             "div_factor": self.div_factor, "final_div_factor": self.final_div_factor,
             "warmup": self.warmup,
         }  # fmt: skip
+
+
+@keras.saving.register_keras_serializable(package="dlintro")
+class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(step) = base_lr x the factor interpolated linearly between (steps[i], factors[i]);
+    before the first point the first factor, after the last point the last one."""
+
+    def __init__(self, base_lr: float, steps: list[float], factors: list[float]) -> None:
+        self.base_lr, self.steps, self.factors = base_lr, list(steps), list(factors)
+
+    def __call__(self, step: Any) -> Any:
+        step = ops.cast(step, "float32")
+        factor = ops.convert_to_tensor(self.factors[0], "float32")
+        points = list(zip(self.steps, self.factors, strict=True))
+        for (s0, f0), (s1, f1) in itertools.pairwise(points):
+            t = ops.clip((step - s0) / max(s1 - s0, 1e-12), 0.0, 1.0)
+            factor = ops.where(step >= s0, f0 + (f1 - f0) * t, factor)
+        return self.base_lr * factor
+
+    def get_config(self) -> dict[str, Any]:
+        return {"base_lr": self.base_lr, "steps": self.steps, "factors": self.factors}
 
 
 @keras.saving.register_keras_serializable(package="dlintro")
@@ -258,6 +280,33 @@ def one_cycle(
     (warmup: cosine), the default here is a linear warmup. See OneCycle.
     """
     return OneCycle(learning_rate, total_steps, pct_start, div_factor, final_div_factor, warmup)
+
+
+@SCHEDULES.register(
+    "piecewise_linear", description="learning_rate x factors, linear between points (triangular)"
+)
+@validated
+def piecewise_linear(
+    learning_rate: float,
+    total_steps: int,
+    steps_per_epoch: int,
+    at: Sequence[NonNegative],
+    factors: Sequence[NonNegative],
+    unit: Literal["fraction", "epoch", "step"] = "fraction",
+) -> Rate:
+    """The rate is learning_rate x factors[i] at point at[i] and linear in between: a
+    triangular (warm-up, warm-down) or any piecewise linear shape. `at` is in fractions of
+    the run (unit fraction: 0 is the first step, 1 the step after the last), epochs or steps,
+    increasing. Airbench94: at [0, 0.23, 1], factors [0.2, 1.0, 0.07]."""
+    if len(at) != len(factors) or not at:
+        raise ValueError(
+            f"piecewise_linear needs as many factors as points. Received: {len(at)} points, "
+            f"{len(factors)} factors"
+        )
+    if any(b <= a for a, b in itertools.pairwise(at)):
+        raise ValueError(f"points (at) must increase. Received: {list(at)}")
+    scale = {"fraction": total_steps, "epoch": steps_per_epoch, "step": 1}[unit]
+    return PiecewiseLinear(learning_rate, [float(a) * scale for a in at], list(factors))
 
 
 @SCHEDULES.register(

@@ -12,11 +12,9 @@ import hashlib
 import math
 import os
 import signal
-import socket
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +23,16 @@ import numpy as np
 import tensorflow as tf
 
 from dlintro import checkpoint, data, distribute, evaluate, execution, models, optim, runs, tune
+from dlintro.artifacts import save_run_artifacts
 from dlintro.config import Config
 from dlintro.data.feed import Feed
+from dlintro.early_stop import Watch
 from dlintro.errors import DlintroError
 from dlintro.events import RunStart
 from dlintro.loop import DistributedStepRunner, StepRunner
+from dlintro.onednn import current as onednn_switch
 from dlintro.record import Recorder, Reporter
+from dlintro.runmeta import describe as describe_run
 from dlintro.stop import Interrupted, StopFlag
 
 
@@ -51,6 +53,7 @@ class Result:
     images_per_second: float  # this process
     start_step: int = 0  # where this process began (> 0 after a resume)
     fingerprint: str = ""  # of the final weights: equal on every worker of a lockstep run
+    watch: dict[str, Any] = field(default_factory=dict)  # meta.json's early_stopping and best
 
 
 def plan_length(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
@@ -89,8 +92,9 @@ class Trainer:
         """Build everything, in this order: the strategy first (collective ops are configured
         at process start-up), data, the execution settings (measured where `auto`), then
         seeds and precision, and in the strategy's scope the model, the optimizer and the
-        step runner."""
-        self.build_strategy()
+        step runner. A strategy built already (train.resume: to know the chief) is kept."""
+        if not hasattr(self, "strategy"):
+            self.build_strategy()
         self.build_data()
         self.choose_execution()
         self.set_process_state()
@@ -154,7 +158,8 @@ class Trainer:
         cfg, info = self.run_cfg, self.bundle.info
         self.net = models.build(
             cfg.model.name, info.input_shape, info.num_classes, cfg.model.params
-        )
+        )  # then data-dependent initial weights (patch whitening): models.datainit
+        models.initialize_from_data(self.net, self.bundle.prepare, self.bundle.num_train)
         self.model = models.main_output(self.net)
 
     def build_optimizer(self) -> None:
@@ -175,6 +180,8 @@ class Trainer:
             "label_smoothing": cfg.train.label_smoothing,
             "l2": cfg.train.l2,
             "prepare": self.bundle.prepare,
+            "ema": cfg.train.ema,  # the weights' moving average (dlintro.ema)
+            "total_steps": self.total_steps,
         }
         jit = bool(cfg.train.jit_compile)
         if self.distributed:
@@ -192,46 +199,8 @@ class Trainer:
         return self.bundle.feed(step, self.strategy if self.distributed else None)
 
     def meta(self, command: list[str] | None) -> dict[str, Any]:
-        """meta.json's fields for this process: what runs, where, and on what data."""
-        b, cfg = self.bundle, self.cfg
-        return {
-            "status": "running",
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "name": cfg.name,
-            "command": command if command is not None else sys.argv,
-            "started": runs.now(),
-            "seed": cfg.seed,
-            "versions": runs.versions(),
-            "machine": runs.machine(),
-            "data": {
-                "dataset": b.info.name,
-                "num_train": b.num_train,
-                "num_validation": b.num_validation,
-                "num_test": b.num_test,
-                "input_shape": list(b.info.input_shape),
-                "class_names": list(b.info.class_names),
-                "normalization": b.normalization,
-            },
-            "plan": {
-                "total_steps": self.total_steps,
-                "epochs": self.epochs,
-                "steps_per_epoch": b.steps_per_epoch,
-                "batch_size": cfg.data.batch_size,
-                "steps_per_execution": self.run_cfg.train.steps_per_execution,
-                "jit_compile": self.run_cfg.train.jit_compile,
-                "precision": self.run_cfg.train.precision,
-            },
-            "execution": self.decision.to_dict(),
-            "model": {"name": cfg.model.name, "params": int(self.net.count_params())},
-            "distribution": {
-                "strategy": type(self.strategy).__name__,
-                "devices": list(self.strategy.extended.worker_devices)
-                if self.distributed
-                else [d.name for d in tf.config.list_logical_devices()[:1]],
-                **self.plan.to_dict(),
-            },
-        }
+        """meta.json's fields for this process (runmeta.describe)."""
+        return describe_run(self, command)
 
     def train(self, path: Path | None, reporter: Reporter, start: Path | None) -> Result:
         """Run the loop from checkpoint `start` (or step 0) and finish the run in `path`.
@@ -259,6 +228,7 @@ class Trainer:
     def _train(self, path: Path, reporter: Reporter, start: Path | None) -> Result:
         cfg, b = self.run_cfg, self.bundle
         state = self.restore(start)
+        self.watch = Watch(cfg, path, b.steps_per_epoch, self.chief, _save_model, state)
         step = int(state["step"])
         recorder = Recorder(
             cfg, b, self.total_steps, self.epochs, path, reporter, step,
@@ -273,7 +243,8 @@ class Trainer:
                 batch_size=cfg.data.batch_size, start_step=step,
                 label_smoothing=cfg.train.label_smoothing,
                 distribution=self.plan.line() if self.distributed else "",
-                execution=self.decision.line(),
+                execution="\n".join([self.decision.line(), *onednn_switch().shown()]),
+                data_note=b.info.skipped_note(),
             )
         )  # fmt: skip
         try:
@@ -284,6 +255,7 @@ class Trainer:
         except BaseException as exc:
             reporter.end()
             status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+            status = getattr(exc, "run_status", status)  # a reporter's stop (sweep: "pruned")
             if self.chief:
                 runs.update_meta(path, status=status, ended=runs.now(), error=str(exc)[:500])
             raise
@@ -295,12 +267,15 @@ class Trainer:
         """The chief saves model.keras and evaluates it on the test set (metrics.json); every
         worker then waits for it, so that none leaves while it works."""
         metrics: dict[str, Any] = {}
+        self.runner.finish()  # the final weights (train.ema's average) on every worker
         if self.chief:
             _save_model(self.model, path / "model.keras")
-            probs, labels = evaluate.predict(self.model, self.bundle.test)
+            save_run_artifacts(path, self.model, self.bundle, self.run_cfg, self.data_dir)
+            probs, labels = evaluate.predict(self.model, self.bundle.test, tta=self.cfg.eval.tta)
             metrics = evaluate.metrics(probs, labels, list(self.bundle.info.class_names))
             runs.write_json(path / "metrics.json", metrics)
             recorder.log_test(metrics, probs, labels)
+            self.watch.test_best(self.model, self.bundle.test, metrics["class_names"])
         if self.plan.workers > 1:
             self.runner.any_worker(False)
         return metrics
@@ -325,11 +300,11 @@ class Trainer:
             ),
             steps=recorder.step, epochs=epochs_done,
             test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
-            weights_sha256=fingerprint,
+            weights_sha256=fingerprint, **self.watch.meta(),
         )  # fmt: skip
         return Result(
             path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips,
-            start_step, fingerprint,
+            start_step, fingerprint, self.watch.meta(),
         )  # fmt: skip
 
     def _loop(self, path: Path, recorder: Recorder, stop: StopFlag, step: int) -> None:
@@ -338,7 +313,8 @@ class Trainer:
         policy = checkpoint.Policy(cfg.checkpoint, step, self.total_steps)
         if step % spe:  # resumed mid-epoch: the running sums were restored; time restarts
             recorder.epoch_start()
-        while step < self.total_steps:
+        early = False  # stopped early (dlintro.early_stop): finish the run at this step
+        while step < self.total_steps and not early:
             if step % spe == 0:
                 runner.reset_metrics()
                 recorder.epoch_start()
@@ -352,13 +328,12 @@ class Trainer:
             step += done
             recorder.step_end(step, runner.metrics(), self.optimizer)
             epoch_end = step % spe == 0 or step == self.total_steps
-            if epoch_end:
-                self._epoch_end(recorder, step)
+            early = epoch_end and self._epoch_end(recorder, step)
             stopping = bool(stop.signum)
             if self.plan.workers > 1 and runner.any_worker(stopping):
                 stop.signum = stop.signum or signal.SIGTERM  # all stop together, at this step
                 stopping = True
-            if self.chief and policy.due(step, epoch_end, stopping):
+            if self.chief and policy.due(step, epoch_end, stopping or early):
                 self._save(path, recorder, step)
                 policy.saved(step)
             if stop.signum:
@@ -369,14 +344,16 @@ class Trainer:
                     stop.signum,
                 )
 
-    def _epoch_end(self, recorder: Recorder, step: int) -> None:
-        """Validate, record the epoch, and let a metric-driven schedule see it."""
+    def _epoch_end(self, recorder: Recorder, step: int) -> bool:
+        """Validate, record the epoch, let a metric-driven schedule and the watch see it;
+        True when the run stops early here."""
         runner = self.runner
         val = runner.evaluate(self.bundle.validation) if self.bundle.validation else None
         recorder.epoch_end(step, runner.metrics(), val, self.optimizer)
         if hasattr(self.schedule, "on_epoch_end"):  # e.g. reduce_on_plateau
             val_logs = {f"val_{k}": v for k, v in (val or {}).items()}
             self.schedule.on_epoch_end(runner.metrics() | val_logs)
+        return self.watch.epoch_end(step, val, self.model)
 
     def _save(self, path: Path, recorder: Recorder, step: int) -> None:
         """A checkpoint of everything an exact continuation from `step` needs."""
@@ -385,6 +362,7 @@ class Trainer:
             "epoch": step // self.bundle.steps_per_epoch,
             "train_seconds": recorder.train_seconds,
             "running_metrics": self.runner.metric_state(),
+            "watch": self.watch.state(),
         }
         if hasattr(self.schedule, "get_state"):
             state["schedule"] = self.schedule.get_state()

@@ -21,18 +21,19 @@ MATMUL_N = 4096
 CONV = (16, 32, 32, 256, 256, 3)  # batch, height, width, in and out channels, kernel side
 PEAK_DTYPES = ("float32", "bfloat16")
 PEAK_REPEATS = 5
-MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
-
-# How rows differ on the other kind of CPU (what the README states, measured before).
+KIND_NAMES = {"bf16": "with bfloat16 units", "fp32": "without bfloat16 units (AVX2 only)"}
+# What the other kind's section shows, said once in each section.
 OTHER_KIND = {
-    "bf16": "On a CPU without bfloat16 units (e.g. an AVX2-only AMD EPYC) `auto` has no "
-    "bfloat16 candidate: every row trains in float32 against the float32 peak, so the convnets "
-    "run at about the Keras fit speed, and XLA helps the MLPs there (1.6-1.9x measured on such "
-    "an EPYC).",
-    "fp32": "On a CPU with bfloat16 units (AVX512_BF16 or AMX, e.g. a recent Xeon) `auto` can "
-    "choose mixed_bfloat16, which made the Keras CNN about 2x faster there, and XLA made "
-    'mnist_conv about 5x slower (see "Execution settings: auto").',
+    "bf16": "The section below this one was measured on a CPU without bfloat16 units (AVX2 only): "
+    "there `auto` has no bfloat16 candidate and every row trains in float32.",
+    "fp32": "The section above this one was measured on a CPU with bfloat16 units (AVX512_BF16, "
+    "AMX), where `auto` can choose mixed_bfloat16 for the convnets.",
 }
+
+
+def markers(kind: str) -> tuple[str, str]:
+    """The README markers around one CPU kind's benchmark section."""
+    return f"<!-- bench:start {kind} -->", f"<!-- bench:end {kind} -->"
 
 
 def training_flops(macs_per_image: float) -> float:
@@ -165,6 +166,10 @@ def render(result: dict) -> str:
         f"{result['date']}, by `python scripts/benchmark.py --data-dir ../shared/datasets`. "
         + OTHER_KIND[cpu_kind(cpu["flags"])],
     ]
+    switch = result.get("onednn")
+    if switch and switch.get("enabled") is not None:
+        lines += ["", f"TensorFlow's oneDNN switch: dlintro {switch['line']}; Keras fit runs "
+                  "with TensorFlow's default (each side in its own process)."]  # fmt: skip
     peak = result.get("peak")
     if peak:
         lines += ["", _peak_text(peak)]
@@ -224,10 +229,10 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, text: str) -> None:
-    """Replace what lies between the README's benchmark markers with `text`."""
+def update_readme(readme: Path, text: str, kind: str) -> None:
+    """Replace what lies between the README's markers of CPU kind `kind` with `text`."""
     body = readme.read_text()
-    start, end = MARKERS
+    start, end = markers(kind)
     if start not in body or end not in body:
         raise SystemExit(f"{readme.name} lacks the markers {start} ... {end}")
     head, rest = body.split(start, 1)

@@ -26,7 +26,8 @@ Then, each in a fresh process: wall time from the command's start to the end of
 `dlintro train configs/mnist_fast.yaml` and its test accuracy, the same model and recipe by the
 plain Keras way, the peak memory (max RSS) of short `dlintro train` runs of every config above,
 `dlintro --help`, and `dlintro summary` of every config in configs/.
-Results go to results/benchmark.json and, with --update-readme, the README's performance section.
+Results go to results/benchmark-<kind>.json (kind: bf16 or fp32, by the CPU's bfloat16 units) and,
+with --update-readme, that kind's block of the README's performance section.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -44,10 +44,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# scripts/bench_parts.py, bench_processes.py and offline_data.py
-from bench_parts import fraction_of_peak, gflops, measure_peak, render, update_readme  # noqa: E402
+# scripts/bench_parts.py, bench_processes.py and bench_throughput.py
+from bench_parts import cpu_kind, measure_peak, render, update_readme  # noqa: E402
 from bench_processes import cli_times, keras_baseline, peak_memory, time_to_accuracy  # noqa: E402
-from offline_data import offline_config, plain_arrays  # noqa: E402
+from bench_throughput import ONEDNN_ENV, serve, throughput  # noqa: E402
 
 MODELS = [
     "mnist_softmax",
@@ -57,208 +57,21 @@ MODELS = [
     "cifar10_keras_conv",
     "cifar10_resnet20",
 ]
-WARMUP_BATCHES = 3
-KERAS, DLINTRO, IN_MEMORY = "Keras fit", "dlintro", "dlintro, batch in memory"
-
-
-# ------------------------------------------------------------------------------ throughput
-
-
-class Contender:
-    """One way of training one model; `run(steps)` trains that many steps, returns seconds."""
-
-    label = ""
-    spe = 1  # steps per call: step counts are multiples of it
-    precision = "float32"
-
-    def run(self, steps: int) -> float:
-        raise NotImplementedError
-
-
-def _policy(precision: str) -> None:
-    """The process-wide precision policy a contender was built under (they alternate)."""
-    import keras
-
-    keras.mixed_precision.set_global_policy(precision)
-
-
-class Dlintro(Contender):
-    """dlintro's own step loop, as `dlintro train` runs it (see Trainer._loop)."""
-
-    def __init__(self, cfg: Any, data_dir: Path | None, label: str, in_memory: bool = False):
-        import tensorflow as tf
-
-        from dlintro.trainer import Trainer
-
-        self.label = label
-        self.session = Trainer(cfg, data_dir).build()  # `auto` is decided here
-        train = self.session.run_cfg.train
-        self.spe, self.precision = train.steps_per_execution, train.precision
-        self.decision = self.session.decision
-        self.feed, self.step = self.session.feed(0), 0
-        self.batches: tuple | None = None
-        if in_memory:  # one batch, ready for the model, as every row: no input work at all
-            x, y = self.session.bundle.first_batch()
-            self.session.runner.prepare = tf.identity  # before the step is first traced
-            self.batches = tf.stack([x] * self.spe), tf.stack([y] * self.spe)
-
-    def run(self, steps: int) -> float:
-        """`steps` steps as the training loop runs them (Trainer._loop): chunks of
-        steps_per_execution, cut at epoch ends, running metrics read after each."""
-        _policy(self.precision)
-        runner, done = self.session.runner, 0
-        per_epoch = self.session.bundle.steps_per_epoch
-        start = time.perf_counter()
-        while done < steps:
-            n = min(self.spe, steps - done, per_epoch - self.step % per_epoch)
-            if self.batches is not None:
-                k = runner.run_rows(*self.batches, 0, n)
-            else:
-                k = self.feed.run(runner, self.step, self.feed.chunk(self.step, n))
-            done, self.step = done + k, self.step + k
-            runner.metrics()  # the loop reads the running metrics after every chunk
-        return time.perf_counter() - start
-
-
-class PlainKeras(Contender):
-    """NumPy arrays into model.fit with default settings: the way the Keras examples train."""
-
-    label = KERAS
-
-    def __init__(self, cfg: Any, data_dir: Path | None) -> None:
-        import keras
-
-        from dlintro import models, optim
-
-        _policy("float32")
-        info, arrays, prepare = plain_arrays(cfg, data_dir)
-        self.x, self.y, self.batch = prepare(arrays.x_train), arrays.y_train, cfg.data.batch_size
-        keras.utils.set_random_seed(cfg.seed)
-        self.model = models.build(
-            cfg.model.name, info.input_shape, info.num_classes, cfg.model.params
-        )
-        steps_per_epoch = -(-len(self.x) // self.batch)
-        optimizer = optim.build(cfg.optimizer, cfg.schedule, 10**6, steps_per_epoch)
-        self.model.compile(
-            optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
-        self.offset = 0
-
-        class Clock(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.ends: list[float] = []
-
-            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-                self.ends.append(time.perf_counter())
-
-        self.clock = Clock()
-
-    def run(self, steps: int) -> float:
-        _policy("float32")
-        n = (steps + WARMUP_BATCHES) * self.batch
-        if self.offset + n > len(self.x):
-            self.offset = 0
-        part = slice(self.offset, self.offset + n)
-        self.offset += n
-        self.clock.ends = []
-        self.model.fit(
-            self.x[part], self.y[part], batch_size=self.batch, epochs=1, verbose=0,
-            callbacks=[self.clock],
-        )  # fmt: skip
-        ends = self.clock.ends
-        return (ends[-1] - ends[WARMUP_BATCHES - 1]) * steps / (len(ends) - WARMUP_BATCHES)
-
-
-def step_counts(contenders: list[Contender], seconds: float) -> dict[str, int]:
-    """Warm up every contender (tracing, compiling), then pick a step count that takes about
-    `seconds` (at least 3 steps, a multiple of its steps per call)."""
-    steps = {}
-    for c in contenders:
-        spe = c.spe
-        c.run(max(2, spe))
-        per_step = c.run(max(3, spe)) / max(3, spe)
-        s = max(3, min(5000, round(seconds / per_step)))
-        steps[c.label] = max(spe, s // spe * spe) if s >= spe else s
-    return steps
-
-
-def throughput(
-    names: list[str], data_dir: Path | None, rounds: int, seconds: float, peak: dict | None
-) -> list:
-    """Median images/second of every contender of every config, rounds interleaved."""
-    from dlintro.inspect import summarize
-
-    rows = []
-    for name in names:
-        cfg = offline_config(name, data_dir)
-        print(f"[throughput] {name}: building (dlintro decides `auto`) ...", flush=True)
-        keras_side = PlainKeras(cfg, data_dir)
-        shipped = Dlintro(cfg, data_dir, DLINTRO)
-        decision = shipped.decision
-        print(f"[throughput] {name}: {decision.line()}", flush=True)
-        c = decision.choice
-        same = offline_config(name, data_dir, [
-            f"train.jit_compile={str(c.jit_compile).lower()}", f"train.precision={c.precision}",
-            f"train.steps_per_execution={c.steps_per_execution}"])  # fmt: skip
-        contenders: list[Contender] = [
-            keras_side,
-            shipped,
-            Dlintro(same, data_dir, IN_MEMORY, in_memory=True),
-        ]
-        batch = cfg.data.batch_size
-        steps = step_counts(contenders, seconds)
-        times: dict[str, list[float]] = {k.label: [] for k in contenders}
-        for r in range(rounds + 1):  # round 0 is warm-up: not counted
-            for contender in contenders:
-                s = steps[contender.label]
-                times[contender.label].append(s * batch / contender.run(s))
-            print(
-                f"[throughput] {name} round {r}/{rounds}: "
-                + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in times.items()),
-                flush=True,
-            )
-        times = {k: v[1:] for k, v in times.items()}
-        med = {k: statistics.median(v) for k, v in times.items()}
-        macs = summarize(shipped.session.model).macs
-        row = {
-            "config": name,
-            "model": cfg.model.name,
-            "batch_size": batch,
-            "dataset": cfg.data.dataset,
-            "augment": [a.name for a in cfg.data.augment or []],
-            "jit_compile": c.jit_compile,
-            "precision": c.precision,
-            "steps_per_execution": c.steps_per_execution,
-            "execution": decision.to_dict(),
-            "execution_line": decision.line(),
-            "images_per_second": med,
-            "samples": times,
-            # Ratios pair the measurements of one round (taken a few seconds apart), which
-            # cancels most of a shared machine's drift; median and range over rounds.
-            **_paired("ratio_vs_keras", times[DLINTRO], times[KERAS]),
-            **_paired("pipeline_ratio", times[IN_MEMORY], times[DLINTRO]),
-            "macs_per_image": macs,
-            "gflops_dlintro": gflops(macs, med[DLINTRO]),
-            "gflops_keras": gflops(macs, med[KERAS]),
-        }
-        if peak:
-            row["peak_share_dlintro"] = fraction_of_peak(row["gflops_dlintro"], c.precision, peak)
-            row["peak_share_keras"] = fraction_of_peak(row["gflops_keras"], "float32", peak)
-        rows.append(row)
-        for contender in contenders[1:]:
-            contender.session.close()
-        del contenders, keras_side, shipped
-    return rows
-
-
-def _paired(key: str, a: list[float], b: list[float]) -> dict[str, Any]:
-    """{key: median of a[r] / b[r] over rounds r, key_range: [min, max]}."""
-    ratios = [x / y for x, y in zip(a, b, strict=True)]
-    return {key: statistics.median(ratios), f"{key}_range": [min(ratios), max(ratios)]}
 
 
 # ------------------------------------------------------------------------------ the run
+
+
+def dlintro_switch() -> Any:
+    """The oneDNN switch dlintro would run with here (dlintro.onednn, decided before this
+    process imports TensorFlow); this process, and Keras fit, keep TensorFlow's default."""
+    from dlintro import onednn
+
+    user = os.environ.get(ONEDNN_ENV)
+    switch = onednn.decide()
+    if user is None:
+        os.environ.pop(ONEDNN_ENV, None)
+    return switch
 
 
 def machine() -> dict:
@@ -289,6 +102,8 @@ def measure(args: argparse.Namespace, data_dir: Path | None, tmp: Path) -> dict:
     if args.only and args.out.exists():
         result = json.loads(args.out.read_text())
     result |= {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+    result["onednn"] = args.switch.to_dict() | {"line": args.switch.line()}
+    print(f"[onednn] dlintro: {args.switch.line()}; Keras fit: TensorFlow's default", flush=True)
     if "peak" in parts:
         print("[peak] matrix product and convolution, float32 and bfloat16 ...", flush=True)
         result["peak"] = measure_peak()
@@ -297,7 +112,7 @@ def measure(args: argparse.Namespace, data_dir: Path | None, tmp: Path) -> dict:
         result["rounds"] = args.rounds
         result["tune_cache"] = "user" if args.user_tune_cache else "fresh"
         result["throughput"] = throughput(
-            args.models, data_dir, args.rounds, args.seconds, result.get("peak")
+            args.models, data_dir, args.rounds, args.seconds, result.get("peak"), args.switch
         )
     if "accuracy" in parts:
         result["time_to_accuracy"] = time_to_accuracy(data_dir, tmp)
@@ -315,7 +130,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--only", choices=PARTS, action="append")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json")
+    parser.add_argument("--out", type=Path, help="default: results/benchmark-<kind>.json")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument("--render-only", action="store_true", help="README from --out")
     parser.add_argument(
@@ -323,6 +138,7 @@ def main() -> None:
         help="let `auto` reuse ~/.cache/dlintro/tune.json (default: decide afresh)",
     )  # fmt: skip
     parser.add_argument("--keras-baseline", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["keras", "dlintro"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     from dlintro.data.sources import data_root
 
@@ -332,6 +148,14 @@ def main() -> None:
     if args.keras_baseline:
         keras_baseline(args.keras_baseline, data_dir)
         return
+    if args.serve:
+        serve(args.serve, args.models[0], data_dir)
+        return
+    if args.out is None:
+        from dlintro.tune import cpu_facts
+
+        kind = cpu_kind(cpu_facts()["flags"])
+        args.out = ROOT / "results" / f"benchmark-{kind}.json"
     if args.render_only:
         result = json.loads(args.out.read_text())
     else:
@@ -340,13 +164,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="dlintro-bench-") as tmp:
             if not args.user_tune_cache:  # `auto` decided afresh, here and in the children
                 os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
+            args.switch = dlintro_switch()
             result = measure(args, data_dir, Path(tmp))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     print(render(result))
     if args.update_readme:
-        update_readme(ROOT / "README.md", render(result))
+        update_readme(
+            ROOT / "README.md", render(result), cpu_kind(result["machine"]["cpu"]["flags"])
+        )
         print("updated README.md")
 
 

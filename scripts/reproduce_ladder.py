@@ -63,6 +63,9 @@ CIFAR: dict[str, tuple[float, str]] = {
     "cifar10_preact_resnet164": (94.54, "1.7M"),
     "cifar10_nin": (91.19, ""),
     "cifar10_allcnn": (92.75, ""),
+    "cifar10_vgg11_bn": (92.39, "28,149,514"),  # huyvnphan/PyTorch_CIFAR10
+    "cifar10_vgg16_bn": (94.00, "33,646,666"),
+    "cifar10_cuda_convnet": (82.0, "89,578"),  # layers-18pct: about 18% test error
 }
 
 

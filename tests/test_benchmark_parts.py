@@ -77,11 +77,14 @@ def test_render_names_the_cpu_and_the_shares() -> None:
 
 
 def test_update_readme_replaces_between_markers(tmp_path: Path) -> None:
-    start, end = bench_parts.MARKERS
+    start, end = bench_parts.markers("fp32")
+    other = "\n".join(bench_parts.markers("bf16"))
     readme = tmp_path / "README.md"
-    readme.write_text(f"head\n{start}\nold\n{end}\ntail\n")
-    bench_parts.update_readme(readme, "new")
-    assert readme.read_text() == f"head\n{start}\nnew\n{end}\ntail\n"
+    readme.write_text(f"head\n{other}\n{start}\nold\n{end}\ntail\n")
+    bench_parts.update_readme(readme, "new", "fp32")
+    assert readme.read_text() == f"head\n{other}\n{start}\nnew\n{end}\ntail\n"
+    with pytest.raises(SystemExit, match="lacks the markers"):
+        bench_parts.update_readme(tmp_path / "README.md", "x", "gpu")
 
 
 def test_offline_overrides_use_the_jpeg_copy_only_without_the_archive(tmp_path: Path) -> None:

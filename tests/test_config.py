@@ -215,14 +215,14 @@ ERRORS = [
     pytest.param(
         "name: t\nmodel: {name: mlp5}\noptimizer: {name: adamm}\n",
         ":3: optimizer.name: unknown optimizer 'adamm' (did you mean 'adam'?); "
-        "valid: adadelta, adagrad, adam, adamw, rmsprop, sgd",
+        "valid: adadelta, adagrad, adam, adamax, adamw, rmsprop, sgd",
         id="unknown_optimizer_name",
     ),
     pytest.param(
         "name: t\nmodel: {name: mlp5}\nschedule:\n  name: cosin\n",
         ":4: schedule.name: unknown schedule 'cosin' (did you mean 'cosine'?); "
         "valid: constant, cosine, exponential_decay, one_cycle, piecewise_constant, "
-        "reduce_on_plateau",
+        "piecewise_linear, reduce_on_plateau",
         id="unknown_schedule_name",
     ),
     pytest.param(
@@ -257,7 +257,8 @@ ERROR_STARTS = [
     pytest.param(
         "name: t\nmodel: {name: mlp5}\ndata:\n  augment:\n    - {name: random_rotatoin}\n",
         ":5: data.augment[0].name: unknown augmentation 'random_rotatoin' "
-        "(did you mean 'random_rotation'?); valid: cutmix, cutout, mixup, random_crop,",
+        "(did you mean 'random_rotation'?); valid: alternating_flip, cutmix, cutout, mixup, "
+        "random_crop,",
         id="unknown_augmentation_name",
     ),
     pytest.param(

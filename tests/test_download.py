@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -192,3 +193,31 @@ def test_read_only_root(tmp_path, serve, monkeypatch):
         download.ensure_files(info, tmp_path / "root")
     assert f"{tmp_path / 'root' / 'tiny'} is not writable and files are missing" in str(exc.value)
     assert "train-images-idx3-ubyte.gz" in str(exc.value)
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755),
+                                                              (0o027, 0o640, 0o750)])  # fmt: skip
+def test_downloaded_files_and_extracted_folders_get_the_usual_mode(
+    tmp_path, serve, monkeypatch, umask, file_mode, dir_mode
+):
+    """0666 / 0777 minus the umask, as open() and mkdir() give, not mkstemp's 0600 / 0700."""
+    import io
+    import stat
+    import tarfile
+
+    info = tiny_dataset(tmp_path / "srv")
+    use_mirror(monkeypatch, serve(tmp_path / "srv"))
+    old = os.umask(umask)
+    try:
+        directory = download.ensure_files(info, tmp_path / "root")
+        archive = tmp_path / "a.tar"
+        with tarfile.open(archive, "w") as tar:
+            member = tarfile.TarInfo("inner/x.bin")
+            member.size, member.mode = 3, 0o644
+            tar.addfile(member, io.BytesIO(b"abc"))
+        out = download.extract_tar(archive, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for spec in info.files:
+        assert stat.S_IMODE((directory / spec.name).stat().st_mode) == file_mode
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode

@@ -51,7 +51,7 @@ def test_plain_reporter_lines() -> None:
     )  # fmt: skip
     lines = out.getvalue().splitlines()
     start = (
-        "training mlp (1,234 parameters) on mnist (60,000 images): 100 steps = 2 epoch(s) of "
+        "training mlp (1,234 parameters) on mnist (60,000 images): 100 steps = 0.21 epochs of "
         "batch 128; writing runs/x"
     )
     assert lines == [

@@ -174,3 +174,229 @@ def test_export_from_a_real_process(run: Path, tmp_path: Path) -> None:
     assert f"wrote {target}" in proc.stdout and "passed" in proc.stdout
     assert "Traceback" not in proc.stderr
     assert target.is_file() and export.info_path(target).is_file()
+
+
+# ----------------------------------------------------------------------------- outside dlintro
+
+PLAIN_KERAS = """
+import sys
+import numpy as np
+import keras
+out = {}
+for i, path in enumerate(sys.argv[2:]):
+    model = keras.saving.load_model(path)
+    out[f"p{i}"] = model.predict(np.load(sys.argv[1])["x"], verbose=0)
+assert "dlintro" not in sys.modules, "dlintro was imported"
+np.savez(sys.argv[1] + ".out.npz", **out)
+"""
+
+
+def _plain_keras(tmp_path: Path, x: np.ndarray, *models: Path) -> list[np.ndarray]:
+    """Probabilities of .keras files loaded by plain Keras in a fresh interpreter that never
+    imports dlintro (run from a directory where dlintro is not importable from the cwd)."""
+    images = tmp_path / "images.npz"
+    np.savez(images, x=x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-c", PLAIN_KERAS, str(images), *map(str, models)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(str(images) + ".out.npz") as f:
+        return [f[f"p{i}"] for i in range(len(models))]
+
+
+def test_inference_keras_loads_in_plain_keras_and_takes_raw_images(run: Path, tmp_path) -> None:
+    """The run's inference.keras (standardize: per-channel mean and std) and a keras export:
+    plain Keras, raw uint8 images, the run's own probabilities."""
+    spec = run_spec(run)
+    x = load_dataset("synthetic", Path("."), spec.config.data.params)[1].x_test
+    target = tmp_path / "exported.keras"
+    code, _, err = _cli("export", run, "--format", "keras", "--out", target)
+    assert code == 0, err
+    inference, exported = _plain_keras(tmp_path, x, run / "inference.keras", target)
+    reference = probabilities(spec, load_model(run / "model.keras"), x)
+    np.testing.assert_allclose(inference, reference, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(exported, reference, rtol=0, atol=1e-6)
+    wrong = load_model(run / "model.keras").predict(x / 255.0, verbose=0)  # the old trap
+    assert np.abs(wrong - reference).max() > 1e-2
+
+
+def test_a_cifar_resnet_becomes_built_in_layers_only(tmp_path: Path) -> None:
+    """ResNet option A's ShortcutPadding is replaced by built-in layers computing exactly the
+    same, so plain Keras loads the model without dlintro."""
+    from dlintro import artifacts, models
+    from dlintro.models.resnet import ShortcutPadding
+
+    net = models.build("resnet_cifar", (16, 16, 3), 4, {"depth": 8})
+    assert any(isinstance(layer, ShortcutPadding) for layer in artifacts.all_layers(net))
+    x = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3)).astype(np.uint8)
+    norm = {"mode": "standardize", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    inference = artifacts.inference_model(net, (16, 16, 3), norm)
+    assert not any(isinstance(layer, ShortcutPadding) for layer in artifacts.all_layers(inference))
+    expected = artifacts.wrap(net, (16, 16, 3), norm).predict(x, verbose=0)
+    np.testing.assert_array_equal(inference.predict(x, verbose=0), expected)
+    artifacts.save_keras(inference, tmp_path / "resnet.keras")
+    (loaded,) = _plain_keras(tmp_path, x, tmp_path / "resnet.keras")
+    np.testing.assert_allclose(loaded, expected, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- without the data
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run on an image folder that is deleted after training: only the run directory is left."""
+    import shutil
+
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 8)):
+        for cls, colour in (("blue", (0, 0, 255)), ("red", (255, 0, 0))):
+            (root / "photos" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                img = np.clip(rng.normal(colour, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+                path = root / "photos" / split / cls / f"{i}.png"
+                path.write_bytes(tf.io.encode_png(img).numpy())
+    cfg = config.load(
+        data={
+            "name": "folder",
+            "data": {
+                "dataset": "image_folder",
+                "params": {"path": str(root / "photos"), "image_size": [16, 16]},
+                "batch_size": 8,
+                "normalize": "standardize",
+            },
+            "model": {"name": "plain_convnet", "params": {"stages": [[8]], "dense": [16]}},
+            "optimizer": {"name": "adam", "learning_rate": 0.01},
+            "train": {"epochs": 6, "jit_compile": False},
+        }
+    )
+    run = train.run(cfg, run_dir=root / "run").run_dir
+    shutil.rmtree(root / "photos")
+    return run
+
+
+def test_export_needs_only_the_run_directory(folder_run: Path, tmp_path: Path) -> None:
+    """The dataset is gone: the parity check and int8 calibration use sample.npz."""
+    with np.load(folder_run / "sample.npz", allow_pickle=False) as f:
+        assert f["test_images"].shape == (16, 16, 16, 3) and f["calibration_images"].shape[0] == 48
+    for name, args in (("m.keras", ["--format", "keras"]),
+                       ("m.tflite", ["--format", "tflite", "--quantize", "int8"])):  # fmt: skip
+        code, out, err = _cli("export", folder_run, *args, "--out", tmp_path / name)
+        assert code == 0, out + err
+        assert "on 16 image_folder test images saved with the run" in out and "passed" in out
+    record = json.loads(export.info_path(tmp_path / "m.keras").read_text())
+    assert record["parity"]["images"] == "image_folder test images saved with the run"
+
+
+def test_without_sample_and_data_export_says_why(folder_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(folder_run, bare)
+    (bare / "sample.npz").unlink()
+    code, out, err = _cli("export", bare, "--format", "keras")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{bare}: no test images for the parity check: the run has no sample.npz" in err
+    assert "give --data-dir, or --no-check to export without the check" in err
+    assert not (bare / "export").exists()
+    code, out, err = _cli("export", bare, "--format", "tflite", "--quantize", "int8", "--no-check")
+    assert code == 2 and "no training images for int8" in err and "--no-check" not in err
+    code, out, err = _cli("export", bare, "--format", "keras", "--no-check")
+    assert code == 0, err
+    assert "parity: not checked (--no-check: the artifact was not compared" in out
+    record = json.loads(export.info_path(bare / "export" / "model.keras").read_text())
+    assert record["parity"] is None and record["parity_skipped"].startswith("--no-check")
+
+
+def test_a_run_without_sample_checks_on_the_dataset(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old, ignore=shutil.ignore_patterns("export"))
+    (old / "sample.npz").unlink()
+    code, out, err = _cli("export", old, "--format", "keras")
+    assert code == 0, err
+    assert "on 32 synthetic test images (keras)" in out and "passed" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"not a zip", "unreadable"),
+        ("object", "unreadable (Object arrays cannot be loaded when allow_pickle=False)"),
+        ("shape", "test_images are uint8 [2, 5, 5, 3], expected uint8 [N, 12, 12, 3]"),
+    ],
+)
+def test_a_damaged_sample_is_named(run: Path, tmp_path: Path, content, why: str) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+    sample = copy / "sample.npz"
+    if isinstance(content, bytes):
+        sample.write_bytes(content)
+    else:
+        bad = np.array([{"x": 1}], dtype=object) if content == "object" else np.zeros((2, 5, 5, 3))
+        images = bad.astype(np.uint8) if content == "shape" else bad
+        np.savez(sample, test_images=images, test_labels=np.zeros(2), calibration_images=images)
+    code, _, err = _cli("export", copy, "--format", "keras")
+    assert code == 2 and err.count("\n") == 1 and f"{sample}: {why}" in err, err
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short real MNIST run with standardize (the speed run's net, 120 steps)."""
+    from tests.conftest import CONFIGS, SHARED_DATASETS
+
+    if not (SHARED_DATASETS / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found at {SHARED_DATASETS}/mnist")
+    cfg = config.load(
+        CONFIGS / "mnist_fast.yaml",
+        ["train.epochs=null", "train.steps=120", "train.jit_compile=false"],
+    )
+    run = tmp_path_factory.mktemp("mnist") / "fast"
+    return train.run(cfg, run_dir=run, data_dir=SHARED_DATASETS).run_dir
+
+
+@pytest.mark.slow
+def test_mnist_inference_keras_in_plain_keras_matches_eval(mnist_run: Path, mnist_dir: Path,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """Done means: raw uint8 MNIST test images into inference.keras loaded by plain Keras give
+    the run's own accuracy on those images, image by image."""
+    _, arrays = load_dataset("mnist", mnist_dir)
+    x, y = arrays.x_test[:400], arrays.y_test[:400]
+    (plain,) = _plain_keras(tmp_path, x, mnist_run / "inference.keras")
+    spec = run_spec(mnist_run)
+    assert spec.normalization["mode"] == "standardize"
+    own = probabilities(spec, load_model(mnist_run / "model.keras"), x)
+    assert plain.argmax(axis=1).tolist() == own.argmax(axis=1).tolist()
+    accuracy = np.mean(plain.argmax(axis=1) == y)
+    # > 0.6 only: after 120 steps batch norm's moving statistics are still young
+    assert accuracy == np.mean(own.argmax(axis=1) == y) > 0.6
+    np.testing.assert_allclose(plain, own, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mnist_export_with_the_data_directory_empty(mnist_run: Path, tmp_path: Path) -> None:
+    """Done means: a machine with the run directory only (DLINTRO_DATA_DIR empty) exports."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DLINTRO_DEBUG", "COLUMNS")}
+    env["DLINTRO_DATA_DIR"] = str(empty)
+    command = [sys.executable, "-m", "dlintro", "export", str(mnist_run), "--format", "tflite",
+               "--out", str(tmp_path / "m.tflite")]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on 300 mnist test images saved with the run" in proc.stdout and "passed" in proc.stdout
+    (mnist_run / "sample.npz").rename(tmp_path / "aside.npz")
+    try:
+        proc = subprocess.run([*command, "--force"], capture_output=True, text=True, timeout=300,
+                              env=env)  # fmt: skip
+    finally:
+        (tmp_path / "aside.npz").rename(mnist_run / "sample.npz")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "no test images for the parity check: the run has no sample.npz" in proc.stderr
+    assert "mnist: missing" in proc.stderr and "--no-check" in proc.stderr

@@ -295,3 +295,127 @@ def test_train_and_eval_an_image_folder_end_to_end(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["data"]["input_shape"] == [16, 16, 3]
     assert len(meta["data"]["normalization"]["mean"]) == 3
+
+
+# --------------------------------------------------------------------------- what skipping shows
+
+
+def _pets(root: Path, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(1)
+    for split, n in (("train", per_class), ("test", per_class)):
+        for cls in ("cat", "dog"):
+            for i in range(n):
+                image = rng.integers(0, 256, (8, 8, 3), np.uint8)
+                write_image(root / split / cls / f"{i}.png", image)
+    return root
+
+
+def _train_cli(tmp_path: Path, root: Path, on_error: str = "skip"):
+    from typer.testing import CliRunner
+
+    from dlintro.cli import app
+
+    cfg = tmp_path / "pets.yaml"
+    cfg.write_text(
+        f"name: pets\ndata: {{dataset: image_folder, params: {{path: '{root}', image_size: [8, 8], "
+        f"on_error: {on_error}}}, batch_size: 4}}\nmodel: {{name: mlp, params: {{hidden: [8]}}}}\n"
+        "train: {steps: 2}\n"
+    )
+    return CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run")])
+
+
+def test_skipped_files_are_counted_named_and_recorded(tmp_path: Path) -> None:
+    import json
+
+    root = _pets(tmp_path / "pets")
+    for i in range(7):
+        (root / "train" / "dog" / f"zz{i}.png").write_bytes(b"not a png")
+    os.mkfifo(root / "test" / "cat" / "pipe.png")  # never opened: skipped by path
+    result = _train_cli(tmp_path, root)
+    assert result.exit_code == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("skipped "))
+    assert line == (
+        f"skipped 8 unreadable image(s) in {root} (on_error: skip): train/dog/zz0.png, "
+        "train/dog/zz1.png, train/dog/zz2.png, train/dog/zz3.png, train/dog/zz4.png and 3 more"
+    )
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["data"]["skipped"] == {
+        "count": 8,
+        "first": [f"train/dog/zz{i}.png" for i in range(7)] + ["test/cat/pipe.png"],
+    }
+    assert meta["data"]["num_train"] == 8 and meta["data"]["num_test"] == 8
+
+
+def test_nothing_skipped_records_nothing(tmp_path: Path) -> None:
+    import json
+
+    result = _train_cli(tmp_path, _pets(tmp_path / "pets"))
+    assert result.exit_code == 0, result.stderr
+    assert "unreadable" not in result.stdout
+    assert "skipped" not in json.loads((tmp_path / "run" / "meta.json").read_text())["data"]
+
+
+def test_the_gallery_names_image_folder_files(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from dlintro.cli import app
+
+    root = _pets(tmp_path / "pets", per_class=6)
+    (root / "test" / "dog" / "bad.png").write_bytes(b"junk")  # skipped: the paths still match
+    assert _train_cli(tmp_path, root).exit_code == 0
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    gallery = report["gallery"]
+    assert gallery  # random pixels after two steps: mistakes to show
+    listing = folders.list_folder(str(root))
+    test_files = [os.path.relpath(f, root) for f in listing.test_files if "bad" not in f]
+    for g in gallery:
+        assert g["path"] == test_files[g["index"]]
+        assert g["path"].startswith(f"test/{g['true_name']}/")
+    html = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert f"<figcaption>{gallery[0]['path']}: true" in html and "<figcaption>#" not in html
+
+
+def test_eval_on_another_folder(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from dlintro.cli import app
+
+    run = tmp_path / "run"
+    assert _train_cli(tmp_path, _pets(tmp_path / "pets")).exit_code == 0
+    metrics_before = (run / "metrics.json").read_bytes()
+    rng = np.random.default_rng(2)
+    more = tmp_path / "more"
+    for i in range(3):  # one class only: a subset of the run's classes
+        write_image(more / "dog" / f"{i}.jpg", rng.integers(0, 256, (20, 12, 3), np.uint8))
+    (more / "dog" / "broken.png").write_bytes(b"junk")  # the run's on_error: skip
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(run), "--data", str(more), "--json"])
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["num_examples"] == 3 and metrics["class_names"] == ["cat", "dog"]
+    assert metrics["confusion_matrix"][0] == [0, 0] and sum(metrics["confusion_matrix"][1]) == 3
+    assert metrics["data"] == str(more) and metrics["skipped"]["first"] == ["dog/broken.png"]
+    assert metrics["report"] == str(run / "report-more" / "index.html")
+    saved = json.loads((run / "report-more" / "metrics.json").read_text())
+    assert saved["num_examples"] == 3 and (run / "report-more" / "index.html").is_file()
+    assert (run / "metrics.json").read_bytes() == metrics_before  # the run's own stays
+    # a dataset root with train/ and test/: its test split
+    result = runner.invoke(app, ["eval", str(run), "--data", str(tmp_path / "pets")])
+    assert result.exit_code == 0, result.stderr
+    assert "(8 images)" in result.stdout and "report-pets/index.html" in result.stdout
+    # a class folder the run does not know: one line, exit 2, nothing written
+    write_image(more / "wolf" / "0.png", rng.integers(0, 256, (8, 8, 3), np.uint8))
+    before = sorted(p.name for p in run.iterdir())
+    result = runner.invoke(app, ["eval", str(run), "--data", str(more)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {more}: class folder(s) wolf are not classes of the run (cat, dog); each "
+        "class folder must be named after one of them\n"
+    )
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -190,7 +190,6 @@ def _case_unwritable_output(tmp: Path) -> tuple[list, str]:
         _case_type,
         _case_truncated_data,
         _case_corrupt_data,
-        _case_checksum,
         _case_missing_data,
         _case_bad_image,
         _case_not_a_run,
@@ -209,6 +208,18 @@ def test_hostile_input(case: Callable[[Path], tuple[list, str]], tmp_path: Path)
     assert _snapshot(tmp_path) == before
     assert not (tmp_path / "run").exists()
     assert not Path("pwned").exists()
+
+
+def test_verify_reports_a_bad_checksum_with_exit_1(tmp_path: Path) -> None:
+    """`datasets --verify` is a check, not a refused input: a failed check exits 1."""
+    args, expected = _case_checksum(tmp_path)
+    before = _snapshot(tmp_path)
+    code, err = _run(*args)
+    out = CliRunner().invoke(app, args).output
+    assert code == 1, err
+    assert expected in err + out
+    assert "Traceback" not in err
+    assert _snapshot(tmp_path) == before
 
 
 def _replace_model(run: Path, tmp: Path, model_bytes: bytes | None, model: keras.Model | None):

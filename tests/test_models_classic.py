@@ -146,6 +146,7 @@ def test_cifar_resnet_option_b_adds_projections() -> None:
 def test_classic_families_are_registered() -> None:
     expected = {
         "alexnet", "alexnet_cifar", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "vgg16_cifar",
+        "vgg11_bn_cifar", "vgg16_bn_cifar",
         "nin", "googlenet", "resnet", "resnet_cifar", "resnet20", "resnet32", "resnet44",
         "resnet56", "resnet110", "preact_resnet_cifar", "preact_resnet164", "resnet18",
         "resnet34", "resnet50", "resnet152",

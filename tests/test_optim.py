@@ -73,7 +73,7 @@ def test_constant_and_optimizer_params() -> None:
 @pytest.mark.parametrize(
     ("name", "cls"),
     [("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop"), ("adadelta", "Adadelta"),
-     ("adagrad", "Adagrad"), ("sgd", "SGD")],
+     ("adagrad", "Adagrad"), ("adamax", "Adamax"), ("sgd", "SGD")],
 )  # fmt: skip
 def test_every_optimizer_builds(name: str, cls: str) -> None:
     opt = _build(name, 0.01, "constant")

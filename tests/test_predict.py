@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +276,109 @@ def test_photographed_digits_get_sensible_predictions(mnist_run: Path, mnist_dir
     code, out, _ = _cli("predict", mnist_run, tmp_path, "--json", "-k", "1", "--invert", "no")
     plain = [p["top"][0]["class"] for p in json.loads(out)]
     assert np.mean(np.asarray(plain) == labels) < 0.5  # without the MNIST way they fail
+
+
+# ----------------------------------------------------------------------------- --csv
+
+
+def test_csv_holds_what_json_says(colour_run: Path, tmp_path: Path) -> None:
+    import csv
+
+    x = _test_set(colour_run)[:5]
+    for i, img in enumerate(x):
+        _png(tmp_path / "in" / f"{i}.png", img)
+    target = tmp_path / "out.csv"
+    code, out, err = _cli("predict", colour_run, tmp_path / "in", "--json", "--csv", target)
+    assert code == 0, err
+    got = json.loads(out)  # stdout stays pure JSON; the note goes to stderr
+    assert f"wrote {target} (5 row(s))" in err
+    with target.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", "class", "name", "confidence"] + [
+        f"top{i}_{c}" for i in (2, 3) for c in ("class", "name", "probability")
+    ]
+    assert len(rows) == 6
+    for row, p in zip(rows[1:], got, strict=True):
+        assert row[0] == p["file"]
+        assert [int(row[1]), int(row[4]), int(row[7])] == [t["class"] for t in p["top"]]
+        assert [row[2], row[5], row[8]] == [t["name"] for t in p["top"]]
+        probs = [float(row[3]), float(row[6]), float(row[9])]
+        np.testing.assert_allclose(probs, [t["probability"] for t in p["top"]], rtol=1e-5)
+    code, out, err = _cli("predict", colour_run, tmp_path / "in", "-k", "1", "--csv", target)
+    assert code == 0 and f"wrote {target} (5 row(s))" in out
+    assert target.read_text().splitlines()[0] == "file,class,name,confidence"  # replaced
+
+
+def test_csv_target_is_checked_before_predicting(grey_run: Path, tmp_path: Path) -> None:
+    image = _png(tmp_path / "a.png", np.zeros((28, 28, 1)))
+    for target, why in ((tmp_path / "nope" / "x.csv", "does not exist"),
+                        (tmp_path, "is a directory")):  # fmt: skip
+        code, out, err = _cli("predict", grey_run, image, "--csv", target)
+        assert code == 2 and why in err and err.count("\n") == 1 and not out, err
+    assert not (tmp_path / "nope").exists()
+
+
+# ----------------------------------------------------------------------------- preprocess.py
+
+
+def _standalone_preprocess(run: Path, tmp_path: Path) -> dict:
+    """The export JSON's `preprocess` code, run in a namespace of its own (no dlintro)."""
+    code, _, err = _cli("export", run, "--format", "keras", "--out", tmp_path / "m.keras")
+    assert code == 0, err
+    record = json.loads((tmp_path / "m.keras.json").read_text())["preprocess"]
+    assert not re.search(r"^\s*(import|from)\s+dlintro", record["code"], re.MULTILINE)
+    namespace: dict = {"__name__": "standalone"}
+    exec(compile(record["code"], "preprocess.py", "exec"), namespace)
+    return {"record": record, "preprocess": namespace["preprocess"]}
+
+
+def test_the_preprocess_snippet_does_what_predict_does(colour_run, grey_run, tmp_path) -> None:
+    """Images of other sizes, grey or colour, PNG or JPEG: within a few levels of predict's own
+    decoding and resizing; the same size and format: exactly."""
+    snippet = _standalone_preprocess(colour_run, tmp_path)
+    assert "resize it to 16x16 with antialiased bilinear" in snippet["record"]["left_to_caller"]
+    assert snippet["record"]["usage"] == "x = np.stack([preprocess(p, 16, 16, 3) for p in paths])"
+    preprocess = snippet["preprocess"]
+    rng = np.random.default_rng(0)
+    smooth = tf.image.resize(rng.integers(0, 256, (6, 5, 3)).astype(np.float32), (40, 30))
+    photo = np.clip(smooth.numpy(), 0, 255).round().astype(np.uint8)
+    same = _png(tmp_path / "same.png", photo[:16, :16])
+    files = [same, _png(tmp_path / "big.png", photo), _png(tmp_path / "grey.png", photo[..., :1])]
+    jpeg = tmp_path / "big.jpg"
+    jpeg.write_bytes(tf.io.encode_jpeg(photo, quality=95).numpy())
+    files.append(jpeg)
+    ours = prepare([str(f) for f in files], (16, 16, 3), "auto").images
+    theirs = np.stack([preprocess(f, 16, 16, 3) for f in files])
+    assert theirs.dtype == np.uint8 and theirs.shape == ours.shape
+    assert np.array_equal(theirs[0], ours[0])
+    diff = np.abs(theirs.astype(int) - ours.astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.5, (diff.max(), diff.mean())
+    digit = str(_png(tmp_path / "digit.png", _dark_digit_photo()))
+    grey = _standalone_preprocess(grey_run, tmp_path / "g")["preprocess"]
+    frame, expected = grey(digit, 28, 28, 1), prepare([digit], (28, 28, 1)).images[0]
+    assert frame.shape == (28, 28, 1) and frame.max() == 255 and frame[0].max() == 0
+    assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 3
+    assert grey(digit, 28, 28, 1, invert="no").mean() > 150  # plain resize: bright paper
+
+
+@pytest.mark.slow
+def test_photographed_digits_through_the_snippet_and_inference_keras(
+    mnist_run: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    """Outside dlintro (the snippet, then inference.keras) photographed digits are classified as
+    `dlintro predict` classifies them; without the MNIST way they fail."""
+    import keras
+
+    (tmp_path / "g").mkdir()
+    preprocess = _standalone_preprocess(mnist_run, tmp_path / "g")["preprocess"]
+    labels = _write_mnist(mnist_dir, tmp_path, 300, 60, photo=True)
+    files = sorted(tmp_path.glob("*.jpg"))
+    model = keras.saving.load_model(mnist_run / "inference.keras")
+    outside = model.predict(np.stack([preprocess(f, 28, 28, 1) for f in files]), verbose=0)
+    code, out, err = _cli("predict", mnist_run, *files, "--json", "-k", "1")
+    assert code == 0, err
+    inside = [p["top"][0]["class"] for p in json.loads(out)]
+    assert np.mean(outside.argmax(axis=1) == inside) >= 0.9
+    assert np.mean(outside.argmax(axis=1) == labels) >= 0.7
+    plain = np.stack([preprocess(f, 28, 28, 1, invert="no") for f in files])
+    assert np.mean(model.predict(plain, verbose=0).argmax(axis=1) == labels) < 0.5

@@ -248,7 +248,7 @@ def test_models_registry() -> None:
     for name in MODELS.names():
         assert MODELS.meta(name)["description"], name
         families = {"mlp", "convnets", "lenet", "alexnet", "allcnn", "vgg", "nin", "inception"}
-        families.add("resnet")
+        families |= {"resnet", "cuda_convnet", "speednet"}
         assert MODELS.meta(name)["family"] in families, name
 
 
@@ -267,7 +267,9 @@ def test_model_builders_validate_params() -> None:
 def test_optimizers_registry() -> None:
     from dlintro.optim import OPTIMIZERS
 
-    assert set(OPTIMIZERS.names()) == {"sgd", "adam", "adamw", "rmsprop", "adadelta", "adagrad"}
+    assert set(OPTIMIZERS.names()) == {
+        "sgd", "adam", "adamw", "rmsprop", "adadelta", "adagrad", "adamax",
+    }  # fmt: skip
 
 
 def test_schedules_registry() -> None:
@@ -277,6 +279,7 @@ def test_schedules_registry() -> None:
         "constant",
         "exponential_decay",
         "piecewise_constant",
+        "piecewise_linear",
         "cosine",
         "one_cycle",
         "reduce_on_plateau",
@@ -300,6 +303,7 @@ def test_augmentations_registry() -> None:
         "random_rotation",
         "random_zoom",
         "random_flip",
+        "alternating_flip",
         "random_crop",
         "cutout",
         "random_erasing",

@@ -70,6 +70,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with (killed / "history.csv").open() as f:
         lines = f.read().splitlines()
     (killed / "history.csv").write_text("\n".join(lines[:2]) + "\n")
+    shutil.rmtree(killed / "checkpoints" / "step-000000006")  # killed before it was written
     _edit_meta(base / NAMES[2], drop=unfinished, status="running", pid=os.getpid())
     _edit_meta(base / NAMES[3], status="failed", error="the loss became nan")
     edited = yaml.safe_load((base / NAMES[3] / "config.yaml").read_text())
@@ -148,7 +149,9 @@ def test_compare_shows_config_differences_and_results(root: Path) -> None:
     out = invoke("compare", a, d, "--json")
     assert out.exit_code == 0, out.output
     c = json.loads(out.stdout)
-    assert c["config_diff"] == [{"key": "optimizer.learning_rate", "a": 0.001, "b": 0.5}]
+    assert c["config_diff"] == [
+        {"key": "optimizer.learning_rate", "a": 0.001, "b": 0.5, "values": [0.001, 0.5]}
+    ]
     results = {m["metric"]: (m["a"], m["b"]) for m in c["metrics"]}
     accuracy = json.loads((a / "metrics.json").read_text())["accuracy"]
     assert results["test_accuracy"] == (accuracy, accuracy)

@@ -212,3 +212,34 @@ def test_rows_feed_trains_as_the_stream_does(jit: bool) -> None:
     with pytest.raises(ValueError, match="cross a rows part"):
         feed = Feed(spe, rows=session.bundle.train_rows)
         feed.run(session.runner, 4, 2)
+
+
+def test_the_run_keeps_an_inference_model_and_a_test_sample(tiny_run) -> None:
+    """inference.keras takes raw 0..255 images (uint8 or float) and reproduces the run's test
+    accuracy on the kept sample, which is the dataset's first test images, uint8, with labels."""
+    import keras
+
+    from dlintro import artifacts
+    from dlintro.data.sources import load_dataset
+    from dlintro.predict import probabilities
+    from dlintro.runs import load_model, run_spec
+
+    cfg, result = tiny_run
+    run = result.run_dir
+    with np.load(run / "sample.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == ["calibration_images", "test_images", "test_labels"]
+        x, y, calibration = f["test_images"], f["test_labels"], f["calibration_images"]
+    arrays = load_dataset("synthetic", Path("."), cfg.data.params)[1]
+    assert x.dtype == np.uint8 and np.array_equal(x, arrays.x_test[:300])  # all 50 of them
+    assert np.array_equal(y, arrays.y_test) and len(calibration) == 200
+    model = keras.saving.load_model(run / "inference.keras", compile=False)
+    assert model.input.dtype == "float32" and tuple(model.input.shape) == (None, 28, 28, 1)
+    probs = model.predict(x, verbose=0)
+    assert probs.dtype == np.float32
+    np.testing.assert_array_equal(probs, model.predict(x.astype(np.float32), verbose=0))
+    spec = run_spec(run)
+    reference = probabilities(spec, load_model(run / "model.keras"), x)
+    np.testing.assert_allclose(probs, reference, rtol=0, atol=1e-6)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.mean(probs.argmax(axis=1) == y) == metrics["accuracy"]
+    assert artifacts.load_sample(run, spec.input_shape).test_images.shape == x.shape

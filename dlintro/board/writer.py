@@ -40,10 +40,15 @@ from dlintro.config import Config
 from dlintro.data.normalization import invert
 from dlintro.events import EpochEnd, StepProgress
 
+# Settings that a caller adds to the hparams of the runs it trains in this process, by name
+# (dlintro.sweep: a trial's searched keys, such as "schedule.params.decay_steps"). Empty: none.
+EXTRA_HPARAMS: dict[str, bool | int | float | str] = {}
+
 
 def hparams_of(cfg: Any, total_steps: int, epochs: int) -> dict[str, Any]:
     """The settings of a run that the hparams dashboard shows (from its resolved Config)."""
     return {
+        **EXTRA_HPARAMS,
         "model": cfg.model.name,
         "dataset": cfg.data.dataset,
         "optimizer": cfg.optimizer.name,

@@ -8,15 +8,16 @@ Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
 
 from __future__ import annotations
 
-from dlintro.cli import artifacts, inspection, runs, training
+from dlintro.cli import artifacts, helptext, inspection, runs, sweep, training
 from dlintro.cli.common import app
 
 # `dlintro --help` lists the commands in this order (older than the split into modules)
 ORDER = (
     "train", "launch", "tune", "env", "eval", "summary", "preview", "predict", "export", "models",
-    "datasets", "board", "runs", "compare",
+    "datasets", "list", "board", "runs", "compare", "sweep",
 )  # fmt: skip
 app.registered_commands.sort(key=lambda command: ORDER.index(command.name or ""))
+helptext.tidy(app)  # one-line paragraphs and no `<bool>` in every command's --help
 
 
 def main() -> None:
@@ -24,4 +25,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "artifacts", "inspection", "main", "runs", "training"]
+__all__ = ["app", "artifacts", "inspection", "main", "runs", "sweep", "training"]

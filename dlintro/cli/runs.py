@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from dlintro.cli.common import DataDirOpt, JsonOpt, RunArg, app, handled, out, percent
@@ -30,6 +31,15 @@ def eval_(
     run_dir: RunArg,
     data_dir: DataDirOpt = None,
     json_: JsonOpt = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Evaluate on this image folder instead (class folders named after the run's "
+            "classes, or its test/ split); the report goes to RUN/report-<folder>/.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a trained run on its test set: accuracy, loss, per-class accuracy, confusion.
 
@@ -37,12 +47,37 @@ def eval_(
     """
     from dlintro import evaluate
 
-    metrics = evaluate.evaluate_run(run_dir, data_dir)
+    if data is None:
+        metrics = evaluate.evaluate_run(run_dir, data_dir)
+    else:
+        metrics = evaluate.evaluate_folder(run_dir, data)
+    report_path = evaluate.report_path(run_dir, data)
     if json_:
-        sys.stdout.write(json.dumps(metrics) + "\n")
+        sys.stdout.write(json.dumps(metrics | _class_scores(metrics, report_path)) + "\n")
         return
     _render_metrics(metrics)
-    out.print(f"report: {Path(run_dir) / 'report' / 'index.html'}")
+    out.print(f"report: {report_path}")
+
+
+def _class_scores(m: dict[str, Any], report_path: Path) -> dict[str, Any]:
+    """What `eval --json` adds to metrics.json: per-class precision, recall and F1, their
+    macro averages (as the report computes them) and the report's path."""
+    import numpy as np
+
+    from dlintro import scores
+
+    per_class = scores.class_scores(np.asarray(m["confusion_matrix"]), list(m["class_names"]))
+
+    def mean(key: str) -> float:
+        return round(sum(s[key] for s in per_class) / len(per_class), 6) if per_class else 0.0
+
+    return {
+        "per_class": per_class,
+        "macro_precision": mean("precision"),
+        "macro_recall": mean("recall"),
+        "macro_f1": mean("f1"),
+        "report": str(report_path),
+    }
 
 
 def _render_metrics(m: dict[str, Any]) -> None:
@@ -122,6 +157,8 @@ def runs_list(runs_dir: RunsDirArg = None, json_: JsonOpt = False) -> None:
         if r.get("total_steps") and r.get("steps") != r.get("total_steps"):
             steps += f"/{r['total_steps']:,}"
         what = f"{r.get('model') or '?'} on {r.get('dataset') or '?'}"
+        if r.get("damage"):  # which file and key (rich markup would take [0] for a tag)
+            what = escape(r["damage"])
         table.add_row(
             f"[bold]{r['name']}[/bold]\n  [dim]{what}[/dim]",
             f"[{colors.get(state, 'yellow')}]{state}[/]",
@@ -133,13 +170,15 @@ def runs_list(runs_dir: RunsDirArg = None, json_: JsonOpt = False) -> None:
     out.print(table)
 
 
-def _cell(value: Any, key: str = "") -> str:
+def metric_cell(value: Any, key: str = "") -> str:
     """A value for the compare tables: a config value as YAML would show it (key ""), or a
-    result formatted for its metric."""
+    result formatted for its metric (images/s as '34,270', never '3.427e+04')."""
     if value is None:
         return "-" if key else "null"
     if isinstance(value, float) and "accuracy" in key:
         return percent(value)
+    if isinstance(value, float) and key == "images_per_second":
+        return f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:,.1f}" if "seconds" in key else f"{value:.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -147,48 +186,84 @@ def _cell(value: Any, key: str = "") -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def metric_delta(a: Any, b: Any, key: str) -> str:
+    """b - a for a metric, signed: percentage points ('+0.07 pp') for accuracies; '-' unless
+    both are numbers."""
+    if not (isinstance(a, int | float) and isinstance(b, int | float)) or isinstance(a, bool):
+        return "-"
+    if "accuracy" in key:
+        text = f"{(b - a) * 100:+.2f} pp"
+    else:
+        text = metric_cell(b - a, key)
+        text = text if text.startswith("-") else "+" + text
+    return text
+
+
+def _letter(i: int) -> str:
+    """A, B, ..., Z, then R27, R28, ..."""
+    return chr(ord("A") + i) if i < 26 else f"R{i + 1}"
+
+
 @app.command("compare")
 @handled
-def compare(run_a: RunArg, run_b: RunArg, json_: JsonOpt = False) -> None:
-    """Compare two runs: their config differences and their results side by side.
+def compare(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Two or more run directories written by 'dlintro train'; the first is the "
+            "baseline the others' differences are taken from.",
+            show_default=False,
+        ),
+    ],
+    json_: JsonOpt = False,
+) -> None:
+    """Compare runs: the config keys in which they differ and their results side by side.
 
-    Example: dlintro compare runs/mnist_conv-20260101-120000 runs/mnist_conv-20260102-090000
+    Example: dlintro compare runs/mnist_conv-20260101-120000 runs/mnist_fast-20260102-090000
     """
     from dlintro import runlist
 
-    c = runlist.compare(run_a, run_b)
+    c = runlist.compare(*run_dirs)
     if json_:
         sys.stdout.write(json.dumps(c) + "\n")
         return
+    letters = [_letter(i) for i in range(len(c["runs"]))]
     runs_table = Table.grid(padding=(0, 1))
     runs_table.add_column(style="bold")
     runs_table.add_column(overflow="fold")
     runs_table.add_column(overflow="fold")
-    for tag in ("a", "b"):
-        r = c[tag]
-        runs_table.add_row(
-            tag.upper(), r["path"], f"{r['status']}, {r.get('model')} on {r.get('dataset')}"
-        )
+    for tag, r in zip(letters, c["runs"], strict=True):
+        runs_table.add_row(tag, r["path"], f"{r['status']}, {r.get('model')} on {r.get('dataset')}")
     out.print(runs_table)
     if c["config_diff"]:
         table = Table(title="config differences", box=None, header_style="bold")
         table.add_column("key", overflow="fold")
-        table.add_column("A", overflow="fold")
-        table.add_column("B", overflow="fold")
+        for tag in letters:
+            table.add_column(tag, overflow="fold")
         for d in c["config_diff"]:
-            table.add_row(d["key"], _cell(d["a"]), _cell(d["b"]))
+            table.add_row(d["key"], *(metric_cell(v) for v in d["values"]))
         out.print(table)
     else:
         out.print("the configs are the same")
     table = Table(title="results", box=None, header_style="bold")
     table.add_column("metric")
-    for col in ("A", "B", "B - A"):
-        table.add_column(col, justify="right")
+    two = len(letters) == 2
+    for tag in letters:
+        table.add_column(tag, justify="right")
+    if two:
+        table.add_column("B - A", justify="right")
     for m in c["metrics"]:
-        a, b, key = m["a"], m["b"], m["metric"]
-        delta = "-"
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            delta = _cell(b - a, key)
-            delta = delta if delta.startswith("-") else "+" + delta
-        table.add_row(m["name"], _cell(a, key), _cell(b, key), delta)
+        values, key = m["values"], m["metric"]
+        cells = [metric_cell(values[0], key)]
+        for v in values[1:]:  # more than two runs: each difference from A under its value
+            cells.append(
+                metric_cell(v, key)
+                if two
+                else f"{metric_cell(v, key)}\n[dim]{metric_delta(values[0], v, key)}[/dim]"
+            )
+        if two:
+            cells.append(metric_delta(values[0], values[1], key))
+        table.add_row(m["name"], *cells)
     out.print(table)
+    if not two:
+        out.print("[dim]under each value: its difference from A (pp: percentage points)[/dim]")

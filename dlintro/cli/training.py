@@ -53,6 +53,17 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="With --resume: accept config changes that break it.")
     ] = False,
+    from_checkpoint: Annotated[
+        int | None,
+        typer.Option(
+            "--from-checkpoint",
+            min=0,
+            metavar="STEP",
+            help="With --resume: continue from the checkpoint of this step instead of the "
+            "newest (0: start the run over); later checkpoints are removed.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Train a model from a YAML config and write runs/<name>-<time>/, or resume a run.
@@ -81,10 +92,15 @@ def train(
         config_mod.load(runs.open_run(resume) / "config.yaml", overrides)
     elif config is None:
         raise UserError("give a CONFIG to train, or --resume RUN_DIR")
-    elif force:
-        raise UserError("--force goes with --resume")
+    elif force or from_checkpoint is not None:
+        raise UserError(f"{'--force' if force else '--from-checkpoint'} goes with --resume")
     else:
         cfg = config_mod.load(config, overrides)
+    from dlintro import onednn
+
+    # TensorFlow reads its oneDNN switch once, when first imported: decided before that
+    # (a resumed run keeps the switch it started with).
+    onednn.prepare(_recorded_onednn(resume) if resume is not None else None)
     from dlintro import train as train_mod
     from dlintro.progress import make_reporter
 
@@ -93,7 +109,9 @@ def train(
         "started": STARTED,
     }  # fmt: skip
     if resume is not None:
-        result = train_mod.resume(resume, overrides, force=force, **common)
+        result = train_mod.resume(
+            resume, overrides, force=force, from_step=from_checkpoint, **common
+        )
     else:
         result = train_mod.run(cfg, run_dir=run_dir, **common)
     m = result.metrics
@@ -103,10 +121,18 @@ def train(
             f"weights {result.fingerprint[:16]}"
         )
         return
+    if stopped := (result.watch.get("early_stopping") or {}).get("reason"):
+        out.print(stopped)
     out.print(
         f"test accuracy {percent(m['accuracy'])}  loss {m['loss']:.4f}  "
         f"({m['num_examples']:,} test images)"
     )
+    if best := result.watch.get("best"):
+        out.print(
+            f"best model: {best['path']} (step {best['step']:,}, {best['monitor']} "
+            f"{best['value']:.4g}): test accuracy {percent(best['test_accuracy'])}  "
+            f"loss {best['test_loss']:.4f}"
+        )
     if result.start_step:
         out.print(
             f"resumed at step {result.start_step:,}; {result.steps:,} steps, "
@@ -124,11 +150,24 @@ def train(
     out.print(f"next: dlintro eval {result.run_dir}")
 
 
+def _recorded_onednn(run_dir: Path) -> object:
+    """The oneDNN switch a run recorded in its meta.json (None if it recorded none)."""
+    from dlintro import runs
+
+    try:
+        return runs.read_meta(run_dir).get("onednn")
+    except (UserError, AttributeError):
+        return None  # the resume itself reports a damaged meta.json
+
+
 @app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @handled
 def launch(
     ctx: typer.Context,
-    workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=64)] = 2,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", "-n", min=1, max=64, help="How many worker processes to start."),
+    ] = 2,
 ) -> None:
     """Train on N local worker processes (multi-worker on one machine, over 127.0.0.1).
 
@@ -138,6 +177,9 @@ def launch(
     Example: dlintro launch --workers 2 configs/mnist_conv.yaml --epochs 1
     """
     from dlintro import launch as launch_mod
+    from dlintro import onednn
+
+    onednn.prepare()  # once here: the workers inherit the switch and agree on it
 
     if not ctx.args:
         raise UserError("give the train arguments, e.g. dlintro launch --workers 2 CONFIG")
@@ -169,7 +211,9 @@ def tune_(
     from dlintro import config as config_mod
 
     cfg = config_mod.load(config, list(set_ or []))
-    from dlintro import tune
+    from dlintro import onednn, tune
+
+    switch = onednn.prepare()
     from dlintro.trainer import Trainer
 
     trainer = Trainer(cfg, data_dir)
@@ -179,9 +223,11 @@ def tune_(
         trainer.close()
     cpu = tune.cpu_facts()
     if json_:
-        sys.stdout.write(json.dumps({**decision.to_dict(), "cpu": cpu}) + "\n")
+        record = {**decision.to_dict(), "cpu": cpu, "onednn": switch.to_dict()}
+        sys.stdout.write(json.dumps(record) + "\n")
         return
     out.print(f"{cfg.name} on {cpu['model']} ({', '.join(cpu['flags']) or 'no vector flags'})")
+    out.print(switch.line(), markup=False)
     if not decision.trials:
         out.print(decision.line())
         return

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from dlintro import limits
 from dlintro.data.download import WHERE_HINT, ensure_files, extract_tar, sha256_of
 from dlintro.data.sources import DATASETS, Arrays, DatasetInfo, FileSpec
 from dlintro.errors import UserError
@@ -133,24 +134,33 @@ def parse_records(raw: bytes, source: str, label_bytes: int) -> tuple[np.ndarray
     return np.ascontiguousarray(images), labels
 
 
-def read_records(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read one record file (see `parse_records`); problems are UserErrors naming the file."""
+def read_records(
+    path: Path, label_bytes: int, max_records: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one record file (see `parse_records`); problems are UserErrors naming the file.
+
+    Only a regular file is read (a link to a device or a FIFO is refused by name), and only if
+    its size is at most `max_records` records (default: the DATA_FILE_BYTES limit)."""
+    limit = limits.DATA_FILE_BYTES
+    max_bytes, text = limit.value(), limit.text()
+    if max_records is not None and max_records * (label_bytes + PIXELS) < max_bytes:
+        max_bytes = max_records * (label_bytes + PIXELS)
+        text = f"{max_records:,} records of {label_bytes + PIXELS} bytes (the whole split)"
     try:
-        raw = Path(path).read_bytes()
+        raw = limits.read_regular(path, max_bytes, text)
     except FileNotFoundError:
         raise UserError(f"{path}: {NOT_FOUND}") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return parse_records(raw, str(path), label_bytes)
 
 
 def read_class_names(path: Path) -> tuple[str, ...]:
-    """Class names, one per non-empty line (batches.meta.txt, *_label_names.txt)."""
+    """Class names, one per non-empty line (batches.meta.txt, *_label_names.txt): a regular
+    UTF-8 file of at most 1 MiB."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = limits.read_regular(path, limits.TEXT_FILE_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: {NOT_FOUND}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise UserError(f"{path}: cannot read class names ({exc})") from None
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
@@ -176,7 +186,9 @@ def _parse_folder(
     """All records of an extracted folder: x_train, labels_train, x_test, labels_test."""
     out = []
     for files, expected in ((layout.train, num_train), (layout.test, num_test)):
-        parts = [(name, *read_records(folder / name, layout.label_bytes)) for name in files]
+        parts = [
+            (name, *read_records(folder / name, layout.label_bytes, expected)) for name in files
+        ]
         for name, _, labels in parts:
             for byte, classes in enumerate(counts):
                 top = int(labels[:, byte].max())

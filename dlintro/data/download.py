@@ -5,7 +5,9 @@ Files live at `<root>/<dataset>/<official name>`. A present file is checked by s
 dataset's mirrors (or `DLINTRO_MIRROR`), streamed into a temporary file in the same directory,
 checked (size and sha256) and renamed atomically, so a partial file never has the final name.
 `DLINTRO_OFFLINE=1` forbids downloads. `extract_tar` unpacks an archive safely (regular files
-and folders inside the target only) into a folder that appears atomically.
+and folders inside the target only) into a folder that appears atomically. Downloaded files get
+the usual mode (0666 minus the umask) and extracted folders 0777 minus it, not the 0600 / 0700
+of their temporary names.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from dlintro.errors import UserError
+from dlintro.runfiles import file_mode
 
 if TYPE_CHECKING:
     from dlintro.data.sources import DatasetInfo, FileSpec
@@ -123,6 +126,7 @@ def _fetch(url: str, spec: FileSpec, directory: Path, report: Progress | None) -
         return f"cannot create a temporary file in {directory} ({exc.strerror or exc})"
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, file_mode())  # the usual 0666 minus the umask, not mkstemp's 0600
         digest = hashlib.sha256()
         done = 0
         with os.fdopen(fd, "wb") as out, contextlib.closing(_open(url, TIMEOUT)) as response:
@@ -240,6 +244,13 @@ _FILTER_ERRORS: tuple[type[Exception], ...] = tuple(
 )
 
 
+def _dir_mode() -> int:
+    """A new folder's usual mode: file_mode() with search (x) where reading is allowed
+    (umask 022: 0755)."""
+    mode = file_mode()
+    return mode | (mode & 0o444) >> 2
+
+
 def _member_problem(member: tarfile.TarInfo) -> str:
     """Why an archive member may not be extracted ('' when it may)."""
     name = member.name
@@ -297,6 +308,7 @@ def extract_tar(archive: Path, target: Path, max_bytes: int = MAX_EXTRACT_BYTES)
                     tar.extract(member, tmp, filter="data")
                 else:  # pragma: no cover - Python without tarfile filters; checked above
                     tar.extract(member, tmp, set_attrs=False)
+        os.chmod(tmp, _dir_mode())  # mkdtemp makes it 0700
         os.replace(tmp, target)
     except _FILTER_ERRORS as exc:
         raise UserError(f"{archive}: refusing to extract: {_one_line(exc)}") from None

@@ -6,12 +6,17 @@ each class is held out as the test set. Class names are the folder names in sort
 are found recursively in sorted order, hidden files and folders and files without a .png, .jpg
 or .jpeg suffix are ignored. Relative paths start at the current directory.
 
-Images are decoded in parallel inside tf.data (JPEG with the accurate DCT, like PIL), converted
-to `channels` (grey <-> colour) and resized to `image_size` with antialiased bilinear
-resampling when their size differs (aspect ratio not kept). The decoded arrays are cached per
-process. An unreadable image is a UserError naming the file with `on_error: fail`; with
-`on_error: skip` it is left out and its path listed in `DatasetInfo.skipped` (the count is also
-in the description). TensorFlow is imported inside the functions.
+Images are screened and decoded by dlintro.data.imagefile: only regular files are read (a FIFO
+or device named like an image counts as unreadable, and is never opened), their pixel count is
+checked against the IMAGE_PIXELS limit from the header before decoding, then they are decoded
+in parallel inside tf.data, converted to `channels` (grey <-> colour) and resized to
+`image_size` with antialiased bilinear resampling when their size differs (aspect ratio not
+kept). The decoded arrays are cached per process. An unreadable image is a UserError naming the
+file with `on_error: fail`; with `on_error: skip` it is left out and its path listed in
+`DatasetInfo.skipped` (the count is also in the description; `skipped_note` and
+`skipped_record` say which, relative to the root). `load_eval_folder` reads a folder of class
+folders as a test set for a trained run (`dlintro eval RUN --data PATH`). TensorFlow is imported
+inside the functions.
 """
 
 from __future__ import annotations
@@ -28,14 +33,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pydantic
 
+from dlintro.data.imagefile import IMAGE_SUFFIXES, decode_images, decode_problem, screen
 from dlintro.data.sources import DATASETS, Arrays, DatasetInfo
 from dlintro.errors import UserError
 from dlintro.registry import validated
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 SPLIT_SEED = 0
 MAX_CLASSES = 256  # labels are uint8
-DECODE_BATCH = 1024
 
 Side = Annotated[int, pydantic.Field(ge=1, le=4096)]
 ImageSize = tuple[Side, Side] | Annotated[list[Side], pydantic.Field(min_length=2, max_length=2)]
@@ -89,10 +93,10 @@ def _images(folder: Path, stamp: list[int]) -> list[str]:
                 path = os.path.join(top, name)
                 try:
                     st = os.stat(path)
-                except OSError as exc:
-                    raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-                stamp[0] += st.st_size
-                stamp[1] = max(stamp[1], st.st_mtime_ns)
+                    stamp[0] += st.st_size
+                    stamp[1] = max(stamp[1], st.st_mtime_ns)
+                except OSError:
+                    pass  # a broken link or a loop: screened out as unreadable when decoded
                 found.append(path)
     return found
 
@@ -183,64 +187,6 @@ def list_folder(path: str, split: float | None = None) -> Listing:
     )  # fmt: skip
 
 
-def _decode_fn(image_size: tuple[int, int], channels: int) -> Any:
-    """(index, path) -> (index, uint8 image [h, w, channels]); fails on unreadable files."""
-    import tensorflow as tf
-
-    size = tf.constant(image_size, tf.int32)
-
-    def decode(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        raw = tf.io.read_file(path)
-        image = tf.cond(
-            tf.io.is_jpeg(raw),
-            lambda: tf.io.decode_jpeg(raw, channels=channels, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(raw, channels=channels, expand_animations=False),
-        )
-        image = tf.ensure_shape(image, [None, None, channels])
-
-        def resized() -> tf.Tensor:
-            out = tf.image.resize(image, size, method="bilinear", antialias=True)
-            return tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
-
-        same = tf.reduce_all(tf.equal(tf.shape(image)[:2], size))
-        image = tf.cond(same, lambda: image, resized)
-        return index, tf.ensure_shape(image, [*image_size, channels])
-
-    return decode
-
-
-def decode_images(
-    files: tuple[str, ...], image_size: tuple[int, int], channels: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode files in parallel: (images uint8 [N,h,w,c], mask of the files that decoded)."""
-    import tensorflow as tf
-
-    n = len(files)
-    images = np.zeros((n, *image_size, channels), np.uint8)
-    ok = np.zeros(n, bool)
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), np.asarray(files)))
-    ds = ds.map(
-        _decode_fn(image_size, channels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
-    )
-    ds = ds.ignore_errors().batch(DECODE_BATCH)
-    for index, batch in ds.as_numpy_iterator():
-        images[index] = batch
-        ok[index] = True
-    return images, ok
-
-
-def decode_problem(path: str, image_size: tuple[int, int], channels: int) -> str:
-    """Why one file does not decode ('' when it does), in one line."""
-    import tensorflow as tf
-
-    try:
-        _decode_fn(image_size, channels)(tf.constant(0, tf.int64), tf.constant(path))
-    except (tf.errors.OpError, ValueError) as exc:
-        text = getattr(exc, "message", "") or str(exc)
-        return " ".join(text.split("[Op:")[0].split()) or type(exc).__name__
-    return ""
-
-
 @functools.lru_cache(maxsize=2)
 def _decoded(listing: Listing, image_size: tuple[int, int], channels: int) -> tuple:
     """(Arrays of the readable images, positions of the unreadable files), read-only, cached."""
@@ -258,8 +204,10 @@ def _decoded(listing: Listing, image_size: tuple[int, int], channels: int) -> tu
 
 
 def _info(listing: Listing, image_size: tuple[int, int], channels: int, n_train: int,
-          n_test: int, skipped: tuple[str, ...] = ()) -> DatasetInfo:  # fmt: skip
+          n_test: int, skipped: tuple[str, ...] = (),
+          test_files: tuple[str, ...] = ()) -> DatasetInfo:  # fmt: skip
     note = f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""
+    root = str(listing.root)
     return DatasetInfo(
         name="image_folder",
         description=(
@@ -274,6 +222,8 @@ def _info(listing: Listing, image_size: tuple[int, int], channels: int, n_train:
         num_train=n_train,
         num_test=n_test,
         skipped=skipped,
+        root=root,
+        test_files=tuple(os.path.relpath(f, root) for f in test_files),
     )
 
 
@@ -307,24 +257,87 @@ def _load(args: Mapping[str, Any]) -> tuple[DatasetInfo, Arrays]:
     arrays, bad = _decoded(listing, size, channels)
     files = listing.train_files + listing.test_files
     if len(bad) and args["on_error"] == "fail":
-        first = files[bad[0]]
-        reason = decode_problem(first, size, channels) or "unreadable"
-        more = f" ({len(bad) - 1} more unreadable file(s))" if len(bad) > 1 else ""
-        raise UserError(
-            f"{first}: cannot decode this image ({reason}){more}; fix or remove it, or set "
-            "data.params.on_error: skip to leave unreadable images out"
-        )
+        _refuse(files[bad[0]], len(bad), size, channels)
     for name, x in (("training", arrays.x_train), ("test", arrays.x_test)):
         if not len(x):
             raise UserError(f"{listing.root}: no readable {name} images ({len(bad)} skipped)")
     skipped = tuple(files[i] for i in bad)
-    info = _info(listing, size, channels, len(arrays.x_train), len(arrays.x_test), skipped)
+    bad_set = set(bad.tolist())
+    n = len(listing.train_files)
+    test_files = tuple(f for i, f in enumerate(files) if i >= n and i not in bad_set)
+    info = _info(
+        listing, size, channels, len(arrays.x_train), len(arrays.x_test), skipped, test_files
+    )
     return info, arrays
+
+
+def _refuse(first: str, count: int, size: tuple[int, int], channels: int) -> None:
+    """The UserError of `on_error: fail`: the first unreadable file and why, and how many."""
+    more = f" ({count - 1} more unreadable file(s))" if count > 1 else ""
+    fix = "; fix or remove it, or set data.params.on_error: skip to leave unreadable images out"
+    problem = screen(first)
+    if problem:
+        raise UserError(f"{first}: {problem}{more}{fix}")
+    reason = decode_problem(first, size, channels) or "unreadable"
+    raise UserError(f"{first}: cannot decode this image ({reason}){more}{fix}")
 
 
 def load_image_folder(root: Path, **params: Any) -> tuple[DatasetInfo, Arrays]:
     """(DatasetInfo, Arrays) of an image folder: the info depends on the files that decode."""
     return _load(_arguments(root, params))
+
+
+def load_eval_folder(
+    path: str,
+    class_names: tuple[str, ...],
+    image_size: tuple[int, int],
+    channels: int,
+    on_error: str = "fail",
+) -> tuple[DatasetInfo, np.ndarray, np.ndarray]:
+    """An image folder as a test set for a trained run: (info, images uint8, labels int32).
+
+    `path` holds class folders (all their images are the test set), or train/ and test/
+    folders (test/ is used). Every class folder must be named after one of the run's
+    `class_names` (a subset is fine); labels are the run's class indices. Images are screened
+    and decoded as for training; `on_error` as image_folder's. Nothing is cached or written.
+    """
+    root = _resolve(path)
+    folder = root
+    if (root / "test").is_dir() and "test" not in class_names:
+        folder = root / "test"
+    classes = _class_names(folder)
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [c for c in classes if c not in index]
+    if unknown:
+        known = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+        raise UserError(
+            f"{folder}: class folder(s) {', '.join(unknown[:5])} are not classes of the run "
+            f"({known}); each class folder must be named after one of them"
+        )
+    files, found = _collect(folder, classes, [0, 0], each=False)
+    labels = np.asarray([index[classes[i]] for i in found], np.int32)
+    images, ok = decode_images(tuple(files), image_size, channels)
+    bad = np.flatnonzero(~ok)
+    if len(bad) and on_error == "fail":
+        _refuse(files[bad[0]], len(bad), image_size, channels)
+    if not ok.any():
+        raise UserError(f"{folder}: no readable images ({len(bad)} unreadable)")
+    kept = [f for f, good in zip(files, ok, strict=True) if good]
+    info = DatasetInfo(
+        name="image_folder",
+        description=f"images from {folder}, {len(kept)} of {len(classes)} classes",
+        input_shape=(image_size[0], image_size[1], channels),
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        files=(),
+        mirrors=(),
+        num_train=0,
+        num_test=len(kept),
+        skipped=tuple(files[i] for i in bad),
+        root=str(root),
+        test_files=tuple(os.path.relpath(f, root) for f in kept),
+    )
+    return info, images[ok], labels[ok]
 
 
 PLACEHOLDER_INFO = DatasetInfo(
@@ -367,5 +380,7 @@ __all__ = [
     "decode_problem",
     "folder_info",
     "list_folder",
+    "load_eval_folder",
     "load_image_folder",
+    "screen",
 ]

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from dlintro.data import normalization
-from dlintro.data.augment import AugmentFn, MixFn, make_augmenter, make_mixer
+from dlintro.data.augment import AugmentFn, Examples, MixFn, make_augmenter, make_mixer
 from dlintro.data.feed import Feed
 from dlintro.data.sources import DatasetInfo, data_root, load_dataset
 from dlintro.errors import UserError
@@ -115,10 +115,10 @@ def _batch_fn(
     if mix is not None and num_classes < 2:
         raise ValueError(f"mixing augmentations need num_classes >= 2, got {num_classes}")
 
-    def convert(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor | None = None) -> tuple:
+    def convert(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor | None = None, examples=None) -> tuple:
         images = x
         if augment is not None:
-            images = augment(tf.cast(images, tf.float32), seed)
+            images = augment(tf.cast(images, tf.float32), seed, examples)
         labels = tf.cast(y, tf.int32)
         if mix is not None:
             one_hot = tf.one_hot(labels, num_classes, dtype=tf.float32)
@@ -225,7 +225,8 @@ def make_train_stream(
 
     def gather(index: tf.Tensor, step: tf.Tensor) -> tuple:
         batch_seed = tf.stack([seed_t + AUGMENT_SEED_OFFSET, step])
-        return convert(tf.gather(images, index), tf.gather(labels, index), batch_seed)
+        examples = Examples(index, step // steps_per_epoch, seed_t)  # alternating_flip
+        return convert(tf.gather(images, index), tf.gather(labels, index), batch_seed, examples)
 
     ds = tf.data.Dataset.zip(order, steps)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

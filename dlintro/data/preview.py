@@ -1,25 +1,30 @@
-"""A look at what training sees: a grid of augmented training images, written as a PNG.
+"""A look at what training sees: augmented training images next to the originals.
 
-`augmented_grid` draws a seeded sample of training images, applies the configured augmentations
-exactly as the training pipeline does (float pixels 0..255, one stateless seed for the batch),
-and tiles them into one uint8 image with a 2-pixel grey border between cells. Normalization is
-not applied: the grid shows pixels. TensorFlow is imported inside the functions.
+`sample` draws a seeded sample of training images and applies the configured augmentations
+exactly as the training pipeline does (float pixels 0..255, one stateless seed for the batch;
+mixing ones, mixup and cutmix, mix the one-hot labels too). `dlintro preview` draws it as a
+labelled figure (dlintro.figures.preview_png); `augmented_grid` tiles the augmented images into
+one plain uint8 image with a 2-pixel grey border between cells. Normalization is not applied:
+both show pixels. TensorFlow is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlintro import runfiles
 from dlintro.errors import UserError
 
 BORDER = 2
 BORDER_VALUE = 128
 MAX_CELLS = 4096
+MAX_SAMPLES = 256  # the labelled figure: 2 panels per sample
 
 
 def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -50,21 +55,87 @@ def augmented_grid(
             f"preview grid {rows}x{cols}: rows and cols must be at least 1 and "
             f"rows*cols at most {MAX_CELLS}"
         )
+    drawn = sample(data_cfg, seed, data_dir, rows * cols, mixing=False)
+    shown = drawn.augmented if drawn.augmented is not None else drawn.originals
+    return tile(shown, rows, cols)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Training images before and after augmentation, with their labels.
+
+    `augmented` is None without augmentations; `soft_labels` [N, classes] is set when a
+    mixing augmentation (mixup, cutmix) mixed the labels too.
+    """
+
+    originals: np.ndarray  # uint8 [N,H,W,C]
+    augmented: np.ndarray | None  # uint8 [N,H,W,C]
+    labels: np.ndarray  # int64 [N]
+    soft_labels: np.ndarray | None
+    class_names: list[str]
+    augmentations: list[str]
+
+
+def sample(
+    data_cfg: Any,
+    seed: int,
+    data_dir: str | Path | None = None,
+    count: int = 32,
+    mixing: bool = True,
+) -> Sample:
+    """`count` seeded training images, augmented as training augments them (the mixing
+    augmentations too, with `mixing`). The same seed gives the same sample."""
     import tensorflow as tf
 
-    from dlintro.data.augment import make_augmenter
+    from dlintro.data.augment import make_augmenter, make_mixer
     from dlintro.data.sources import data_root, load_dataset
 
-    augment = make_augmenter(list(data_cfg.augment or []))
-    _, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
+    specs = list(data_cfg.augment or [])
+    augment = make_augmenter(specs)
+    mix = make_mixer(specs) if mixing else None
+    info, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
     x = arrays.x_train
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(x), size=min(rows * cols, len(x)), replace=False)
+    picked = rng.choice(len(x), size=min(count, len(x)), replace=False)
+    labels = np.asarray(arrays.y_train[picked], np.int64)
     images = tf.constant(x[picked], tf.float32)
+    batch_seed = tf.constant([seed, 0], tf.int64)
     if augment is not None:
-        images = augment(images, tf.constant([seed, 0], tf.int64))
-    out = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
-    return tile(out, rows, cols)
+        images = augment(images, batch_seed)
+    soft = None
+    if mix is not None:
+        onehot = tf.one_hot(labels, int(info.num_classes), dtype=tf.float32)
+        images, mixed = mix(images, onehot, batch_seed)
+        soft = np.asarray(mixed, np.float64)
+    shown = None
+    if augment is not None or mix is not None:
+        shown = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
+    names = [a.name for a in specs if mixing or not _is_mixing(a.name)]
+    return Sample(x[picked], shown, labels, soft, list(info.class_names), names)
+
+
+def _is_mixing(name: str) -> bool:
+    from dlintro.data.augment import is_mixing
+
+    return is_mixing(name)
+
+
+def write_file(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically, with the usual mode (0666 minus the umask)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            os.fchmod(fd, runfiles.file_mode())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    return path
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
@@ -83,6 +154,7 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
         try:
+            os.fchmod(fd, runfiles.file_mode())  # the usual mode, not mkstemp's 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
@@ -93,4 +165,4 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-__all__ = ["augmented_grid", "tile", "write_png"]
+__all__ = ["Sample", "augmented_grid", "sample", "tile", "write_file", "write_png"]

@@ -19,6 +19,9 @@ import numpy as np
 from dlintro.errors import UserError
 from dlintro.registry import Registry
 
+SKIPPED_LISTED = 20  # skipped files named in meta.json
+SKIPPED_SHOWN = 5  # skipped files named on the terminal
+
 
 @dataclass(frozen=True)
 class FileSpec:
@@ -45,6 +48,35 @@ class DatasetInfo:
     num_test: int
     # files left out by a loader told to skip unreadable ones (image_folder, on_error: skip)
     skipped: tuple[str, ...] = ()
+    # image folders: the folder the files are in, and the test images' paths relative to it
+    # in the order of the test arrays (the report labels its images with them)
+    root: str = ""
+    test_files: tuple[str, ...] = ()
+
+    def relative(self, path: str) -> str:
+        """`path` relative to the dataset's root (as it is when there is no root)."""
+        return os.path.relpath(path, self.root) if self.root else path
+
+    def skipped_record(self, first: int = SKIPPED_LISTED) -> dict[str, Any]:
+        """meta.json's record of the skipped files: {} when none, else {'skipped': {'count':
+        N, 'first': [the first paths, relative to the root]}}."""
+        if not self.skipped:
+            return {}
+        paths = [self.relative(p) for p in self.skipped[:first]]
+        return {"skipped": {"count": len(self.skipped), "first": paths}}
+
+    def skipped_note(self, first: int = SKIPPED_SHOWN) -> str:
+        """One line for the user: how many files were skipped and which ('' when none)."""
+        if not self.skipped:
+            return ""
+        paths = ", ".join(self.relative(p) for p in self.skipped[:first])
+        more = len(self.skipped) - first
+        rest = f" and {more:,} more" if more > 0 else ""
+        where = f" in {self.root}" if self.root else ""
+        return (
+            f"skipped {len(self.skipped):,} unreadable image(s){where} (on_error: skip): "
+            f"{paths}{rest}"
+        )
 
 
 class Arrays(NamedTuple):

@@ -10,13 +10,16 @@ from dlintro.models import (  # noqa: F401  (each family registers its builders)
     alexnet,
     allcnn,
     convnets,
+    cuda_convnet,
     inception,
     lenet,
     mlp,
     nin,
     resnet,
+    speednet,
     vgg,
 )
+from dlintro.models.datainit import initialize_from_data
 from dlintro.models.registry import MODELS, SUPPLIED, build, main_output
 
-__all__ = ["MODELS", "SUPPLIED", "build", "main_output"]
+__all__ = ["MODELS", "SUPPLIED", "build", "initialize_from_data", "main_output"]

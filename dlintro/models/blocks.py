@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import keras
+import numpy as np
 from keras import layers
 from pydantic import Field
 
@@ -16,6 +17,8 @@ Activation = Literal["relu", "sigmoid", "tanh", "elu", "gelu", "swish", "linear"
 KernelStd = Annotated[float, Field(gt=0.0, le=10.0)] | None
 BiasInit = Annotated[float, Field(ge=-10.0, le=10.0)]
 Momentum = Annotated[float, Field(ge=0.0, lt=1.0)]
+# Kernel initializers by name (see `initializer`): Keras' own, or the identity of `Dirac`.
+InitName = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "dirac"]
 
 
 def batch_norm_layer(name: str, scale: bool, momentum: float, offset: float) -> layers.Layer:
@@ -211,3 +214,106 @@ class LocalResponseNormalization(layers.Layer):
             "alpha": self.alpha,
             "beta": self.beta,
         }
+
+
+# ----------------------------------------------------------------------------- initializers
+
+
+@keras.saving.register_keras_serializable(package="dlintro")
+class Dirac(keras.initializers.Initializer):
+    """Identity (Dirac) initialization of a convolution kernel [kh, kw, in, out]: filter i
+    (i < min(in, out)) passes input channel i through unchanged (centre tap kh//2, kw//2 is 1,
+    every other tap and channel 0); the other out - in filters keep the `rest` initializer,
+    as airbench does it (PyTorch's dirac_ on the first `in` filters). A dense kernel [in, out]
+    gets the same: an identity block, the other columns from `rest`."""
+
+    def __init__(self, rest: str = "glorot_uniform", seed: int | None = None) -> None:
+        self.rest, self.seed = rest, seed
+
+    def __call__(self, shape, dtype=None):
+        from keras import ops
+
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2:
+            raise ValueError(f"dirac initializes kernels of rank >= 2. Received: shape={shape}")
+        values = np.array(ops.convert_to_numpy(initializer(self.rest, self.seed)(shape)))
+        n = min(shape[-2], shape[-1])
+        centre = tuple(d // 2 for d in shape[:-2])
+        values[..., :n] = 0.0
+        values[(*centre, np.arange(n), np.arange(n))] = 1.0
+        return ops.convert_to_tensor(values, dtype=dtype or "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"rest": self.rest, "seed": self.seed}
+
+
+def initializer(name: str, seed: int | None = None) -> keras.Initializer:
+    """A kernel initializer by name (InitName): Keras' glorot/he ones, or `Dirac`."""
+    if name == "dirac":
+        return Dirac(seed=seed)
+    keras_init = {
+        "glorot_uniform": keras.initializers.GlorotUniform,
+        "glorot_normal": keras.initializers.GlorotNormal,
+        "he_uniform": keras.initializers.HeUniform,
+        "he_normal": keras.initializers.HeNormal,
+    }
+    if name not in keras_init:
+        raise ValueError(f"unknown initializer '{name}' (known: dirac, {', '.join(keras_init)})")
+    return keras_init[name](seed=seed)
+
+
+# ----------------------------------------------------------------------------- whitening
+
+
+@keras.saving.register_keras_serializable(package="dlintro")
+class PatchWhitening(layers.Conv2D):
+    """A frozen first convolution that whitens the image's `patch_size` x `patch_size`
+    patches: 2 x (patch_size^2 x channels) filters, "valid" padding, a trainable bias.
+
+    Its kernel is not trainable. dlintro.models.datainit sets it from the training images
+    before training (`whitening_kernel`: the eigenvectors of the patch covariance scaled by
+    1 / sqrt(eigenvalue + eps), and their negatives, as in airbench and hlb-CIFAR10); until
+    then it holds the whitening of white patches (unit covariance): +-1 on each patch
+    element. A saved model keeps the computed kernel.
+    """
+
+    def __init__(self, filters: int, kernel_size=2, eps: float = 5e-4, **kwargs) -> None:
+        kwargs.update(padding="valid", strides=1, dilation_rate=1, groups=1)
+        kwargs.setdefault("kernel_initializer", "zeros")
+        super().__init__(filters, kernel_size, **kwargs)
+        self.eps = float(eps)
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        size = int(np.prod(self.kernel.shape[:-1]))
+        if self.filters != 2 * size:
+            raise ValueError(
+                f"{self.name}: a patch whitening of {size} patch elements has {2 * size} "
+                f"filters. Received: filters={self.filters}"
+            )
+        self.kernel.trainable = False
+        self.kernel.assign(signed_identity(tuple(self.kernel.shape[:-1])))
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config() | {"eps": self.eps}
+
+
+def signed_identity(patch_shape: tuple[int, ...]) -> np.ndarray:
+    """[*patch_shape, 2n] kernel: filter j < n is patch element j, filter n + j its negative."""
+    n = int(np.prod(patch_shape))
+    eye = np.eye(n, dtype=np.float32)
+    return np.concatenate([eye, -eye], axis=1).reshape(*patch_shape, 2 * n)
+
+
+def whitening_kernel(
+    covariance: np.ndarray, patch_shape: tuple[int, ...], eps: float
+) -> np.ndarray:
+    """The [*patch_shape, 2n] kernel whitening patches of this (n x n) covariance: columns
+    v_k / sqrt(lambda_k + eps) in descending order of lambda_k, then their negatives. Applied
+    to the patches, the first n outputs have covariance diag(lambda / (lambda + eps)): about
+    the identity for every direction whose variance exceeds eps."""
+    values, vectors = np.linalg.eigh(np.asarray(covariance, np.float64))
+    order = np.argsort(values)[::-1]
+    values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    scaled = vectors / np.sqrt(values + eps)
+    return np.concatenate([scaled, -scaled], axis=1).reshape(*patch_shape, -1).astype(np.float32)

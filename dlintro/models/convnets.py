@@ -172,8 +172,14 @@ def tf_deep(
 @MODELS.register("keras_cifar_conv", family="convnets", description="conv 16-32 / 32-64, dense 256")
 @validated
 def keras_cifar_conv(
-    input_shape: tuple[int, ...], num_classes: int, dropout: Dropout = 0.0
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    dropout: Dropout = 0.0,
+    dense_dropout: Dropout | None = None,
 ) -> keras.Model:
+    """`dropout` after each pooling and after the dense layer; `dense_dropout`, when set,
+    replaces it after the dense layer (RStudio's Keras example: 0.25, 0.25, then 0.5)."""
+    dense = dropout if dense_dropout is None else dense_dropout
     return plain_convnet(
-        input_shape, num_classes, ((16, 32), (32, 64)), 3, "same", 2, (256,), dropout, dropout
+        input_shape, num_classes, ((16, 32), (32, 64)), 3, "same", 2, (256,), dropout, dense
     )

@@ -10,10 +10,13 @@ from dlintro.data.augment import image, mixing  # noqa: F401  (register the augm
 from dlintro.data.augment.registry import (
     AUGMENTATIONS,
     AugmentFn,
+    Examples,
     MixFn,
     is_mixing,
     make_augmenter,
     make_mixer,
 )
 
-__all__ = ["AUGMENTATIONS", "AugmentFn", "MixFn", "is_mixing", "make_augmenter", "make_mixer"]
+__all__ = [
+    "AUGMENTATIONS", "AugmentFn", "Examples", "MixFn", "is_mixing", "make_augmenter", "make_mixer",
+]  # fmt: skip

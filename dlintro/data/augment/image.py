@@ -92,12 +92,18 @@ def random_flip(
     return fn
 
 
-@AUGMENTATIONS.register("random_crop", description="pad with zeros, crop back at random")
+@AUGMENTATIONS.register("random_crop", description="pad (zeros or reflection), crop at random")
 @validated
-def random_crop(padding: Annotated[int, pydantic.Field(ge=0, le=64)] = 4) -> AugmentFn:
-    """Zero-pad by `padding` pixels and crop a random window of the original size.
+def random_crop(
+    padding: Annotated[int, pydantic.Field(ge=0, le=64)] = 4,
+    fill: Literal["zero", "reflect"] = "zero",
+) -> AugmentFn:
+    """Pad by `padding` pixels and crop a random window of the original size.
 
-    Implemented as an integer shift in [-padding, padding] with zero fill: the same images.
+    Implemented as an integer shift in [-padding, padding] per axis and image: with `fill:
+    zero` the pixels moved in are 0, with `fill: reflect` they mirror the image about its
+    border pixel, which is not repeated (PyTorch's and tf.pad's "reflect": d c b | a b c d,
+    airbench's translate); reflect needs padding below the image's sides.
     """
 
     def fn(images: Any, seed: Any) -> Any:
@@ -115,9 +121,67 @@ def random_crop(padding: Annotated[int, pydantic.Field(ge=0, le=64)] = 4) -> Aug
             )
             for i in (0, 1)
         )
+        if fill == "reflect":
+            return reflect_shift(images, dx, dy)
         return translate(images, tf.cast(dx, tf.float32), tf.cast(dy, tf.float32), "NEAREST")
 
     return fn
+
+
+def reflect_shift(images: Any, dx: Any, dy: Any) -> Any:
+    """Move each image's content by integer (dx[i], dy[i]) pixels, filling with its reflection
+    (no edge repeat). Two gathers of reflected row and column indices: exact and cheap."""
+    import tensorflow as tf
+
+    def source(size: Any, shift: Any) -> Any:
+        """[B, size] source index of each output pixel: i - shift, reflected into range."""
+        i = tf.range(size)[None, :] - shift[:, None]
+        i = tf.abs(i)  # reflect below 0: -1 -> 1
+        return (size - 1) - tf.abs((size - 1) - i)  # reflect above size - 1
+
+    shape = tf.shape(images)
+    rows = source(shape[1], tf.cast(dy, tf.int32))
+    cols = source(shape[2], tf.cast(dx, tf.int32))
+    out = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(out, cols, axis=2, batch_dims=1)
+
+
+@AUGMENTATIONS.register(
+    "alternating_flip", description="mirror every other epoch, half the images each epoch",
+    per_example=True,
+)  # fmt: skip
+@validated
+def alternating_flip() -> AugmentFn:
+    """Derandomized horizontal flip (airbench, Keller Jordan 2024): each training image gets a
+    seeded coin at the start (from the run's seed and its index in the training set) and is
+    mirrored in the epochs e where coin + e is odd: every image is seen mirrored exactly every
+    other epoch, about half of them in each epoch, instead of at random (a random flip shows
+    an image the same way several epochs in a row). Without the training stream's Examples
+    (previews) the batch position stands for the index and the epoch is 0.
+    """
+
+    def fn(images: Any, seed: Any, examples: Any = None) -> Any:
+        import tensorflow as tf
+
+        flip = flipped(tf.shape(images)[0], examples, stateless_seed(seed)[0])
+        return tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+
+    return fn
+
+
+def flipped(batch: Any, examples: Any, fallback_seed: Any) -> Any:
+    """[B] bool: whether alternating_flip mirrors each image of the batch."""
+    import tensorflow as tf
+
+    if examples is None:
+        index, epoch, seed = tf.range(batch), tf.constant(0, tf.int64), fallback_seed
+    else:
+        index, epoch, seed = examples
+    # The coin: a fingerprint (stable everywhere) of "seed/index", one bit of it.
+    text = tf.strings.join([tf.strings.as_string(tf.cast(seed, tf.int64)), "/",
+                            tf.strings.as_string(tf.cast(index, tf.int64))])  # fmt: skip
+    coin = tf.strings.to_hash_bucket_fast(text, 2)
+    return tf.equal((coin + tf.cast(epoch, tf.int64)) % 2, 1)
 
 
 @AUGMENTATIONS.register("cutout", description="zero `count` random size x size squares")

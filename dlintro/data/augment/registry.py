@@ -3,20 +3,32 @@
 Each registered builder validates its parameters (ranges included) and returns
 `fn(images [B,H,W,C] float32, seed) -> images`, where `seed` is a stateless seed (an int or a
 shape-[2] integer tensor). Mixing augmentations (registered with `mixing=True`) return
-`fn(images, labels [B, C] float32, seed) -> (images, labels)`. `make_augmenter` composes the
+`fn(images, labels [B, C] float32, seed) -> (images, labels)`; those registered with
+`per_example=True` return `fn(images, seed, examples: Examples | None)` (which images of the
+training set, in which epoch). `make_augmenter` composes the
 per-image ones and `make_mixer` the mixing ones; the pipeline runs the mixer after the
 augmenter and then yields soft labels.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from dlintro.data.augment.ops import stateless_seed
 from dlintro.registry import Registry
 
-AugmentFn = Callable[[Any, Any], Any]
+AugmentFn = Callable[..., Any]  # (images, seed) or, registered per_example, + examples
 MixFn = Callable[[Any, Any, Any], tuple[Any, Any]]
 AUGMENTATIONS: Registry[Callable[..., AugmentFn]] = Registry("augmentation")
+
+
+class Examples(NamedTuple):
+    """Which training examples a batch holds, for augmentations registered with
+    `per_example=True`: int32 [B] indices into the training set, the int64 epoch, and the
+    run's int64 seed (the training stream passes them; previews pass None)."""
+
+    index: Any
+    epoch: Any
+    seed: Any
 
 
 def is_mixing(name: str) -> bool:
@@ -46,13 +58,17 @@ def make_augmenter(specs: Sequence[Any]) -> AugmentFn | None:
     steps = _build_steps(specs, mixing=False)
     if not steps:
         return None
+    # per_example augmentations (alternating_flip) also take the batch's Examples (or None).
+    wants = {i: bool(AUGMENTATIONS.meta(specs[i].name).get("per_example")) for i, _ in steps}
 
-    def augment(images: Any, seed: Any) -> Any:
+    def augment(images: Any, seed: Any, examples: Any = None) -> Any:
         import tensorflow as tf
 
         s = stateless_seed(seed)
         for i, step in steps:
-            images = step(images, tf.random.experimental.stateless_fold_in(s, 1000 + i))
+            step_seed = tf.random.experimental.stateless_fold_in(s, 1000 + i)
+            extra = (examples,) if wants[i] else ()
+            images = step(images, step_seed, *extra)
         return images
 
     return augment
