@@ -19,9 +19,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 
 from dlintro import __version__
+from dlintro.cli.helptext import Group
 from dlintro.errors import DlintroError
 from dlintro.quiet import quiet_tensorflow
 from dlintro.registry import did_you_mean
@@ -29,10 +29,10 @@ from dlintro.registry import did_you_mean
 STARTED = time.time()  # wall times count from the command's start
 
 
-class OneLineErrors(TyperGroup):
-    """The app's command group: a usage error (a bad option value, an unknown option or
-    command, a missing argument) is one line on stderr and exit code 2, as every other input
-    error; `--help` keeps the usage box."""
+class OneLineErrors(Group):
+    """The app's command group, its help tidied as every command's (helptext.Group): a usage
+    error (a bad option value, an unknown option or command, a missing argument) is one line
+    on stderr and exit code 2, as every other input error; `--help` keeps the usage box."""
 
     def main(
         self,

@@ -45,7 +45,8 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
-    """The app's group, tidied the same way (its own --version, --debug, --help)."""
+    """A group tidied the same way (its own --version, --debug, --help); the app's group,
+    cli.common.OneLineErrors, is one."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["help"] = join_paragraphs(kwargs.get("help"))
@@ -57,11 +58,9 @@ class Group(TyperGroup):
 
 
 def tidy(app: typer.Typer) -> None:
-    """Give every registered command of `app` (and the app) the tidy classes above; call it
-    once every command is registered. A command with its own class keeps it."""
+    """Give every registered command of `app` the tidy command class above (the app's own
+    group derives from Group); call it once every command is registered. A command with its
+    own class keeps it."""
     for info in app.registered_commands:
         if info.cls in (None, TyperCommand):
             info.cls = Command
-    group = getattr(app.info.cls, "value", app.info.cls)  # typer's DefaultPlaceholder, unset
-    if group in (None, TyperGroup):
-        app.info.cls = Group

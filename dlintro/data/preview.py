@@ -120,8 +120,9 @@ def _is_mixing(name: str) -> bool:
     return is_mixing(name)
 
 
-def write_file(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically, with the usual mode (0666 minus the umask)."""
+def write_file(path: str | Path, data: bytes, what: str = "it") -> Path:
+    """Write `data` to `path` atomically, with the usual mode (0666 minus the umask); `what`
+    names the file in the error message."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def write_file(path: str | Path, data: bytes) -> Path:
         finally:
             Path(tmp).unlink(missing_ok=True)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+        raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
     return path
 
 
@@ -148,21 +149,7 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
         image = image[..., None]
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"write_png needs uint8 [H,W,1|3|4], got {image.dtype} {image.shape}")
-    data = tf.io.encode_png(image).numpy()
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-        try:
-            os.fchmod(fd, runfiles.file_mode())  # the usual mode, not mkstemp's 0600
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write the PNG ({exc.strerror or exc})") from None
-    return path
+    return write_file(path, tf.io.encode_png(image).numpy(), "the PNG")
 
 
 __all__ = ["Sample", "augmented_grid", "sample", "tile", "write_file", "write_png"]
