@@ -197,23 +197,24 @@ def _decode_grey(path: str) -> np.ndarray:
 
 
 def prepare(files: list[str], input_shape: tuple[int, int, int], invert: str = "auto") -> Prepared:
-    """Decode files into the run's input shape (uint8), the MNIST way where `invert` says."""
-    import tensorflow as tf
+    """Decode files into the run's input shape (uint8), the MNIST way where `invert` says.
 
+    Every file is screened (a regular file within the pixel limit) before TensorFlow starts,
+    so inputs that are all refused cost neither its start-up nor its memory."""
     from dlintro.data.imagefile import decode_images, decode_problem, screen
 
     h, w, c = input_shape
     if c not in (1, 3, 4):
         raise UserError(f"the run's images have {c} channels; predict supports 1, 3 or 4")
-    candidate = mnist_applies(input_shape, invert)
+    failed = [(path, problem) for path in files if (problem := screen(path))]
+    screened = [p for p in files if p not in {path for path, _ in failed}]
+    if not screened:
+        return Prepared([], np.zeros((0, h, w, c), np.uint8), [], failed)
+    import tensorflow as tf
+
     special: dict[str, np.ndarray] = {}
-    failed: list[tuple[str, str]] = []
-    if candidate:
-        for path in files:
-            problem = screen(path)  # a regular file within the pixel limit, before decoding
-            if problem:
-                failed.append((path, problem))
-                continue
+    if mnist_applies(input_shape, invert):
+        for path in screened:
             try:
                 grey = _decode_grey(path)
             except (tf.errors.OpError, ValueError) as exc:

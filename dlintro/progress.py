@@ -54,7 +54,12 @@ def _epoch_line(logs: EpochEnd, loss: str = "loss") -> str:
 def epochs_phrase(total_steps: int, num_train: int, batch_size: int) -> str:
     """How many passes over the training set `total_steps` make: '17 epochs', '1 epoch',
     '0.64 epochs', '16.67 epochs' (the true fraction, never rounded up to a whole epoch)."""
-    steps_per_epoch = max(1, math.ceil(num_train / max(batch_size, 1)))
+    return passes(total_steps, max(1, math.ceil(num_train / max(batch_size, 1))))
+
+
+def passes(total_steps: int, steps_per_epoch: int) -> str:
+    """epochs_phrase for a known number of steps per epoch."""
+    steps_per_epoch = max(1, steps_per_epoch)
     epochs = total_steps / steps_per_epoch
     if total_steps % steps_per_epoch == 0:
         whole = total_steps // steps_per_epoch

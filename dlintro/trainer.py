@@ -54,6 +54,7 @@ class Result:
     start_step: int = 0  # where this process began (> 0 after a resume)
     fingerprint: str = ""  # of the final weights: equal on every worker of a lockstep run
     watch: dict[str, Any] = field(default_factory=dict)  # meta.json's early_stopping and best
+    steps_per_epoch: int = 1  # to say how many epochs `steps` are (progress.passes)
 
 
 def plan_length(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
@@ -290,7 +291,16 @@ class Trainer:
         fingerprint = weights_fingerprint(self.net)
         if not self.chief:
             return Result(
-                path, metrics, recorder.step, epochs_done, wall, 0.0, ips, start_step, fingerprint
+                path,
+                metrics,
+                recorder.step,
+                epochs_done,
+                wall,
+                0.0,
+                ips,
+                start_step,
+                fingerprint,
+                steps_per_epoch=self.bundle.steps_per_epoch,
             )
         runs.update_meta(
             path, status="finished", ended=runs.now(), wall_seconds=round(wall, 2),
@@ -304,7 +314,7 @@ class Trainer:
         )  # fmt: skip
         return Result(
             path, metrics, recorder.step, epochs_done, wall, recorder.train_seconds, ips,
-            start_step, fingerprint, self.watch.meta(),
+            start_step, fingerprint, self.watch.meta(), self.bundle.steps_per_epoch,
         )  # fmt: skip
 
     def _loop(self, path: Path, recorder: Recorder, stop: StopFlag, step: int) -> None:

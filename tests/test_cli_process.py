@@ -199,7 +199,7 @@ def test_train_as_a_real_process(process_run: ProcessRun) -> None:
     assert meta["pid"] != os.getpid()
     assert f"test accuracy {metrics['accuracy']:.2%}" in proc.stdout
     assert "(32 test images)" in proc.stdout
-    assert "3 steps, 1 epoch in " in proc.stdout
+    assert "3 steps, 0.75 epochs in " in proc.stdout
     compact = "".join(proc.stdout.split())  # rich may wrap long lines (even inside words)
     assert f"rundirectory:{run_dir}" in compact
     assert f"next:dlintroeval{run_dir}" in compact

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from dlintro.cli import app
 from tests.test_hostile_inputs import (
     GOOD,
+    NO_TF_MEMORY,
     TF_MEMORY,
     assert_refused,
     cli,
@@ -185,10 +186,11 @@ def grey_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["colour_run", "grey_run"])
 def test_predict_refuses_a_huge_image(which: str, request, tmp_path: Path) -> None:
+    """Refused before TensorFlow starts: within the 1 GiB that no TensorFlow process fits in."""
     run = request.getfixturevalue(which)
     write_png_bomb(tmp_path / "huge.png", 20000, 20000)
     before = snapshot(run)
-    refused_in(tmp_path, "predict", run, "huge.png", memory=TF_MEMORY, expected=(
+    refused_in(tmp_path, "predict", run, "huge.png", memory=NO_TF_MEMORY, expected=(
         "nothing to predict: huge.png: 20000x20000 = 400,000,000 pixels, more than the limit",
         "$DLINTRO_MAX_IMAGE_PIXELS",
     ))  # fmt: skip

@@ -21,7 +21,6 @@ from dlintro.cli.common import (
     handled,
     out,
     percent,
-    plural,
 )
 from dlintro.errors import UserError
 
@@ -102,7 +101,7 @@ def train(
     # (a resumed run keeps the switch it started with).
     onednn.prepare(_recorded_onednn(resume) if resume is not None else None)
     from dlintro import train as train_mod
-    from dlintro.progress import make_reporter
+    from dlintro.progress import make_reporter, passes
 
     common = {
         "data_dir": data_dir, "reporter": make_reporter(out), "command": sys.argv,
@@ -136,13 +135,14 @@ def train(
     if result.start_step:
         out.print(
             f"resumed at step {result.start_step:,}; {result.steps:,} steps, "
-            f"{plural(result.epochs, 'epoch')} in all; this session {result.wall_seconds:.1f} s "
-            f"wall ({result.images_per_second:,.0f} images/s); "
+            f"{passes(result.steps, result.steps_per_epoch)} in all; "
+            f"this session {result.wall_seconds:.1f} s wall "
+            f"({result.images_per_second:,.0f} images/s); "
             f"{result.train_seconds:.1f} s training over all sessions"
         )
     else:
         out.print(
-            f"{result.steps:,} steps, {plural(result.epochs, 'epoch')} in "
+            f"{result.steps:,} steps, {passes(result.steps, result.steps_per_epoch)} in "
             f"{result.wall_seconds:.1f} s wall "
             f"({result.train_seconds:.1f} s training, {result.images_per_second:,.0f} images/s)"
         )
