@@ -4,6 +4,9 @@
   (`keras.saving.load_model`, no dlintro import): it takes images of the run's input shape as
   they come, uint8 or float on 0..255 [batch, H, W, C] (float32 input, so uint8 converts
   exactly and float images are not truncated), and returns class probabilities float32.
+  It computes what `dlintro eval` and `dlintro predict` report: with `eval.tta` set it
+  includes the test-time views (dlintro.tta.wrap: for flip_translate 6 forward passes per
+  image, the accuracy that eval reported), without it the plain model.
   `model.keras` stays the training model (normalized inputs) that eval and export read.
 - `sample.npz`: up to PARITY_IMAGES test images (uint8, with their labels) and up to
   REPRESENTATIVE_IMAGES training images, so that `dlintro export` can check parity and
@@ -12,23 +15,27 @@
   SAMPLE_BYTES each, so runs on large images keep fewer.
 
 `wrap` builds the preprocessing-in-front model for these and for every export artifact (one
-owner). Plain Keras knows only its own layers: `builtin_layers` replaces dlintro's
-ShortcutPadding (CIFAR ResNets, option A) by built-in layers that compute exactly the same;
-LocalResponseNormalization (alexnet, googlenet) has no built-in equivalent, so those models load
-after `import dlintro.models`. Keras and TensorFlow are imported inside the functions.
+owner). Plain Keras knows only its own layers: inference.keras goes through
+dlintro.builtin.builtin_layers, which replaces dlintro's layers by built-in ones that compute
+exactly the same: ShortcutPadding (CIFAR ResNets, option A), PatchWhitening (cifar_speednet:
+a Conv2D), and the test-time views TTAView (slices and concatenations: a fixed permutation of
+rows and columns) and TTAMean (Rescaling and Add). So a cifar_speednet run with eval.tta loads
+in plain Keras. LocalResponseNormalization (alexnet, googlenet) has no built-in equivalent, so
+those models load after `import dlintro.models`. Keras and TensorFlow are imported inside the
+functions.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlintro.builtin import all_layers, builtin_layers
 from dlintro.errors import UserError
 
 INFERENCE = "inference.keras"
@@ -81,56 +88,19 @@ def wrap(
     return wrapper
 
 
-def all_layers(model: Any) -> Iterator[Any]:
-    """Every layer of a model, nested models' layers included."""
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from all_layers(layer)
-
-
-def builtin_layers(model: Any) -> Any:
-    """`model`, or a copy computing exactly the same in which dlintro's ShortcutPadding layers are
-    built-in Keras layers (so that plain Keras loads it without importing dlintro).
-
-    ShortcutPadding(filters, strides) keeps every strides-th row and column and appends zero
-    channels: MaxPooling2D(pool_size=1, strides) picks the same positions (a max of one value),
-    and a Reshape to [h, w, c, 1], ZeroPadding3D on the channel axis and a Reshape back append
-    the same zeros. None of them has weights, so the copy takes the model's weights in order.
-    """
-    import keras
-
-    from dlintro.models.resnet import ShortcutPadding
-
-    if not any(isinstance(layer, ShortcutPadding) for layer in all_layers(model)):
-        return model
-
-    def clone(layer: Any) -> Any:
-        if not isinstance(layer, ShortcutPadding):
-            return layer.__class__.from_config(layer.get_config())
-        _, h, w, c = layer.input.shape
-        s, policy = layer.strides, layer.dtype_policy
-        h, w = -(-h // s), -(-w // s)
-        return keras.Sequential(
-            [
-                keras.layers.MaxPooling2D(1, strides=s, dtype=policy),
-                keras.layers.Reshape((h, w, c, 1), dtype=policy),
-                keras.layers.ZeroPadding3D(((0, 0), (0, 0), (0, layer.filters - c)), dtype=policy),
-                keras.layers.Reshape((h, w, layer.filters), dtype=policy),
-            ],
-            name=layer.name,
-        )
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def inference_model(
-    model: Any, input_shape: tuple[int, int, int], normalization: dict[str, Any]
+    model: Any,
+    input_shape: tuple[int, int, int],
+    normalization: dict[str, Any],
+    tta: str = "none",
 ) -> Any:
     """inference.keras's model: float32 images on 0..255 (uint8 converts exactly) -> the run's
-    normalization -> `model` with built-in layers only where possible -> probabilities."""
-    return wrap(builtin_layers(model), input_shape, normalization, dtype="float32")
+    normalization -> `model` as evaluated (its `tta` views: dlintro.tta.wrap), with built-in
+    layers only where possible -> probabilities."""
+    from dlintro import tta as views
+
+    model = builtin_layers(views.wrap(model, tta))
+    return wrap(model, input_shape, normalization, dtype="float32")
 
 
 def save_keras(model: Any, path: Path) -> None:
@@ -263,7 +233,7 @@ def save_run_artifacts(
     from dlintro.data import data_root, load_dataset
 
     shape, norm = tuple(bundle.info.input_shape), bundle.normalization
-    save_keras(inference_model(model, shape, norm), run_dir / INFERENCE)
+    save_keras(inference_model(model, shape, norm, cfg.eval.tta), run_dir / INFERENCE)
     _, arrays = load_dataset(cfg.data.dataset, data_root(data_dir), cfg.data.params)
     sample = pick_sample(arrays.x_test, arrays.y_test, arrays.x_train, cfg.seed)
     save_sample(run_dir / SAMPLE, sample)

@@ -28,13 +28,15 @@ class VariableGroup(BaseModel):
     `match` (a regular expression, searched anywhere in the path; the first matching group
     wins): their learning rate is the schedule's times `lr_multiplier`, and their decoupled
     weight decay `weight_decay` (default: the optimizer's own) in place of the optimizer's.
-    See dlintro.optim.apply_groups."""
+    `until_epoch` N: they train during the first N epochs only and are frozen after (no update,
+    no decay; airbench's whitening bias, 3 epochs). See dlintro.optim.apply_groups."""
 
     model_config = STRICT
 
     match: Annotated[str, Field(min_length=1), AfterValidator(_regex)]
     lr_multiplier: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    until_epoch: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
 
 Groups = Annotated[Sequence[VariableGroup], AfterValidator(tuple)]

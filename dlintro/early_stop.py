@@ -12,7 +12,9 @@ The direction follows the metric: higher is better for an accuracy, lower for a 
   restore_best_weights=False), so that metrics.json always describes model.keras.
 - keep_best: model_best.keras is written at every strict improvement of its monitor (a tie keeps
   the earlier model); at the end its test metrics go to metrics_best.json and meta.json's `best`
-  (Lightning's `test(ckpt_path="best")` number), beside the last model's.
+  (Lightning's `test(ckpt_path="best")` number), beside the last model's. It holds the weights
+  that validation measured: the trainer calls `epoch_end` inside the runner's `evaluated()`,
+  so with train.ema it is the average, not that step's training weights.
 
 The state of both (best value, its step, evaluations since) is in every checkpoint, so a run
 interrupted and resumed stops at the step where an uninterrupted one stops.

@@ -9,11 +9,14 @@ the same steps):
 
     average = d * average + (1 - d) * weights
 
+(computed as average + (1 - d) * (weights - average), PyTorch's lerp, so that the average of
+a weight equal to it, such as a frozen one, stays exactly equal)
 with d = decay, or min(decay, (1 + n) / (10 + n)) after n updates (`warmup: ramp`), or
 decay * (step / total_steps)^3 (`warmup: cubic`). `mode: lookahead` then copies the average
 into the weights (the optimizer's slots are kept), so training continues from it.
 
-Evaluation sees the average: `swapped()` puts it in the model for the time of a validation;
+Evaluation sees the average: `swapped()` puts it in the model for the time of a validation
+(and of what is kept of it: the trainer saves model_best.keras inside the same swap);
 `finish()` puts it there for good once training ends (lookahead's last copy), before
 model.keras, the test metrics and the weights' fingerprint. Checkpoints hold the average and
 the update count (`variables`), so a resumed run continues exactly.
@@ -50,6 +53,7 @@ class WeightAverage:
             0, dtype="int64", trainable=False, name="ema_updates",
             aggregation="only_first_replica",
         )  # fmt: skip
+        self.swapped_in = False  # the average is in the model for a while (swapped)
 
     @property
     def variables(self) -> list[keras.Variable]:
@@ -73,7 +77,9 @@ class WeightAverage:
         def apply() -> tf.Tensor:
             d = self.decay_at(self.updates, step)
             for avg, w in zip(self.average, self.weights, strict=True):
-                avg.assign(d * avg + (1.0 - d) * tf.cast(w, avg.dtype))
+                # d avg + (1 - d) w as a lerp: an unchanged (frozen) weight's average stays
+                # exactly equal to it, where d avg + (1 - d) avg can round off by an ulp
+                avg.assign(avg + (1.0 - d) * (tf.cast(w, avg.dtype) - avg))
                 if self.cfg.mode == "lookahead":
                     w.assign(tf.cast(avg, w.dtype))
             self.updates.assign_add(1)
@@ -84,12 +90,18 @@ class WeightAverage:
 
     @contextmanager
     def swapped(self) -> Iterator[None]:
-        """The average in the model for the duration (validation); the weights back after."""
+        """The average in the model for the duration (validation); the weights back after.
+        Re-entrant: inside a swap, a nested one changes nothing."""
+        if self.swapped_in:
+            yield
+            return
         kept = [v.numpy() for v in self.weights]
         self.finish()
+        self.swapped_in = True
         try:
             yield
         finally:
+            self.swapped_in = False
             for w, value in zip(self.weights, kept, strict=True):
                 w.assign(value)
 

@@ -8,7 +8,7 @@ channel conversion, resizing and (for digit photos) the MNIST way stay outside, 
 predict` does them: the JSON file next to the artifact (`<artifact>.json`) says exactly what
 (`preprocess`, with dlintro/preprocess.py's NumPy/Pillow code) and records the input, output,
 class names, normalization and the parity result. A `keras` artifact has dlintro's custom layers
-replaced by built-in ones where they can be (artifacts.builtin_layers).
+(the test-time views included) replaced by built-in ones where they can be (builtin_layers).
 
 After writing, the artifact is loaded with its own runtime (keras, tf.saved_model, the LiteRT
 interpreter, onnxruntime) and compared with the run's Keras model fed by the run's test pipeline,
@@ -260,9 +260,9 @@ def export_run(
     half = mixed_precision(model)
     if half and fmt == "tflite":  # TFLite has no float16 convolution kernels
         model = float32_copy(model)
-    if fmt == "keras":  # loads in plain Keras without dlintro where built-in layers can do
-        model = builtin_layers(model)
     model = tta.wrap(model, cfg.eval.tta)  # the model as evaluated, as is the reference
+    if fmt == "keras":  # loads in plain Keras without dlintro where built-in layers can do
+        model = builtin_layers(model)  # the test-time views included
     wrapper = wrap(model, spec.input_shape, spec.normalization)
     _write(wrapper, fmt, path, quantize, images.calibration)
 

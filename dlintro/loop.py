@@ -22,8 +22,9 @@ The L2 term follows Caffe and the ResNet paper: its gradient is l2 * w, so "weig
 beta and other weights are not decayed.
 
 With `train.ema` the step also updates the weights' moving average after the optimizer's
-update (dlintro.ema); validation then sees the average, and `finish()` puts it in the model
-when training ends. Its variables go in every checkpoint (`optimizer.checkpoint_groups`).
+update (dlintro.ema); validation then sees the average (`evaluated()`, also around keeping the
+best model), and `finish()` puts it in the model when training ends. Its variables go in
+every checkpoint (`optimizer.checkpoint_groups`).
 
 Running accuracy counts argmax(p) == y for integer labels and argmax(p) == argmax(q) for soft
 labels (the larger share of a mixed image; its first class on a tie). Validation (`evaluate`)
@@ -221,11 +222,19 @@ class StepRunner:
             "accuracy": float(self.correct.numpy()) / seen,
         }
 
+    def evaluated(self) -> contextlib.AbstractContextManager[None]:
+        """The weights that validation measures in the model for the duration: train.ema's
+        average (swapped in, the training weights back after), else the model's own. The
+        trainer validates and keeps the best model (early_stop.Watch) inside one of these, so
+        model_best.keras holds exactly the weights whose score it records."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+
     def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
-        """Mean loss and accuracy over a finite dataset (validation)."""
+        """Mean loss and accuracy over a finite dataset (validation), of `evaluated()`'s
+        weights."""
         from dlintro import evaluate
 
-        with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+        with self.evaluated():
             return evaluate.loss_and_accuracy(*evaluate.predict(self.model, dataset, self._predict))
 
     def checkpoint_groups(self) -> dict[str, list[Any]]:

@@ -15,7 +15,8 @@ gradient, so it never enters SGD's momentum or Adam's moments. Classic L2 regula
 to the loss (kernels only) is `train.l2` instead (see dlintro.loop).
 
 Variable groups (`optimizer.groups`, apply_groups): the variables whose path matches a group
-get lr_t x lr_multiplier and their own decoupled weight decay (still lr_t x weight_decay).
+get lr_t x lr_multiplier and their own decoupled weight decay (still lr_t x weight_decay), and
+with `until_epoch` stop training after that many epochs.
 """
 
 from __future__ import annotations
@@ -213,17 +214,19 @@ def build(
         optimizer = OPTIMIZERS.create(optimizer_cfg.name, lr, **optimizer_cfg.params)
     except ParamsError as exc:
         raise ParamsError(f"optimizer/schedule: {exc.detail}", exc.errors) from None
-    return apply_groups(optimizer, getattr(optimizer_cfg, "groups", ()))
+    return apply_groups(optimizer, getattr(optimizer_cfg, "groups", ()), steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------- variable groups
 
 
 class _Grouped:
-    """Mixed into an optimizer's class by `apply_groups`: per-variable learning-rate factors
-    and weight decays, fixed when the optimizer is built on the model's variables."""
+    """Mixed into an optimizer's class by `apply_groups`: per-variable learning-rate factors,
+    weight decays and last training steps, fixed when the optimizer is built on the model's
+    variables."""
 
     variable_groups: tuple[Any, ...] = ()
+    steps_per_epoch: int = 1
 
     def build(self, variables: list[Any]) -> None:
         super().build(variables)  # type: ignore[misc]
@@ -241,25 +244,44 @@ class _Grouped:
             self.weight_decay if g is None or g.weight_decay is None else g.weight_decay
             for g in groups
         ]
+        # until_epoch N: the group trains in optimizer steps 0 .. N x steps_per_epoch - 1
+        self.until_steps = [
+            None if g is None or g.until_epoch is None else g.until_epoch * self.steps_per_epoch
+            for g in groups
+        ]
+
+    def trains(self, until: int) -> Any:
+        """True (a boolean tensor) while the step being applied is before step `until`: the
+        optimizer's iterations (restored by a resume) count the steps applied so far."""
+        return ops.less(self.iterations, until)
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        factor = self.lr_factors[self._get_variable_index(variable)]
+        i = self._get_variable_index(variable)
+        factor, until = self.lr_factors[i], self.until_steps[i]
         if factor != 1.0:
             learning_rate = ops.multiply(learning_rate, factor)
-        super().update_step(gradient, variable, learning_rate)  # type: ignore[misc]
+        update = super().update_step  # type: ignore[misc]
+        if until is None:
+            update(gradient, variable, learning_rate)
+        else:  # after `until`: no update at all (momentum and moments keep their values)
+            ops.cond(
+                self.trains(until), lambda: update(gradient, variable, learning_rate), lambda: None
+            )
 
     def _apply_weight_decay(self, variables: list[Any]) -> None:
-        """Keras' decoupled decay `w -= lr_t * wd * w`, run once per distinct wd (Keras reads
-        self.weight_decay while tracing; it is put back afterwards)."""
-        by_decay: dict[float, list[Any]] = {}
+        """Keras' decoupled decay `w -= lr_t * wd * w`, run once per distinct wd and last step
+        (Keras reads self.weight_decay while tracing; it is put back afterwards). A group past
+        its until_epoch decays by wd x 0: `w - 0`, exactly w."""
+        by_decay: dict[tuple[float, int | None], list[Any]] = {}
         for v in variables:
-            wd = self.decays[self._get_variable_index(v)]
-            if wd:
-                by_decay.setdefault(float(wd), []).append(v)
+            i = self._get_variable_index(v)
+            if self.decays[i]:
+                by_decay.setdefault((float(self.decays[i]), self.until_steps[i]), []).append(v)
         own = self.weight_decay
         try:
-            for wd, group in by_decay.items():
-                self.weight_decay = wd
+            for (wd, until), group in by_decay.items():
+                on = None if until is None else ops.cast(self.trains(until), "float32")
+                self.weight_decay = wd if on is None else ops.multiply(wd, on)
                 super()._apply_weight_decay(group)  # type: ignore[misc]
         finally:
             self.weight_decay = own
@@ -276,17 +298,29 @@ def group_of(path: str, groups: tuple[Any, ...]) -> int | None:
 
 
 def apply_groups(
-    optimizer: keras.optimizers.Optimizer, groups: tuple[Any, ...]
+    optimizer: keras.optimizers.Optimizer, groups: tuple[Any, ...], steps_per_epoch: int = 1
 ) -> keras.optimizers.Optimizer:
-    """Give variable groups (config `optimizer.groups`) their own rate and weight decay.
+    """Give variable groups (config `optimizer.groups`) their own rate, weight decay and
+    training length.
 
     For the variables of a group (the first whose `match` is found in the variable's path):
     every update uses learning rate lr_t x lr_multiplier (lr_t: the schedule's rate at that
     step) in place of lr_t, whatever the optimizer (momentum and Adam moments included), and
     the decoupled weight decay is `w -= lr_t x weight_decay x w` with the group's weight
     decay (unset: the optimizer's own), lr_t *not* multiplied: airbench's "bias_scaler 64"
-    raises the batch-norm offsets' rate but not their decay. A group that matches no variable
-    is an error when the optimizer is built. No groups: the optimizer is returned unchanged.
+    raises the batch-norm offsets' rate but not their decay.
+
+    A group with `until_epoch` N trains during the first N epochs (N x `steps_per_epoch`
+    optimizer steps, counted by the optimizer's iterations, which a resume restores: it freezes
+    at the same step) and is frozen after, as airbench freezes its whitening bias with
+    PyTorch's `requires_grad = False`: no update (SGD's momentum and Adam's moments keep their
+    values) and no weight decay, decided inside the compiled step (a cond on the iterations),
+    so the values stay exactly equal. Its gradient is still computed (and counted by
+    global_clipnorm), and train.ema's lookahead still copies the group's average into it, as
+    airbench's lookahead does.
+
+    A group that matches no variable is an error when the optimizer is built. No groups: the
+    optimizer is returned unchanged.
     Groups mix their behaviour into this optimizer object (its class becomes a subclass of
     its own), so checkpoints, schedules and loss scaling see the same optimizer.
     """
@@ -294,6 +328,7 @@ def apply_groups(
         return optimizer
     optimizer.__class__ = _grouped_class(type(optimizer))
     optimizer.variable_groups = tuple(groups)
+    optimizer.steps_per_epoch = max(int(steps_per_epoch), 1)
     return optimizer
 
 

@@ -67,6 +67,7 @@ class DataRecord(_Record):
     """meta.json's `data`: what the run was trained on."""
 
     dataset: str | None = None
+    root: str | None = None  # the data directory the run read
     num_train: Count | None = None
     num_validation: Count | None = None
     num_test: Count | None = None

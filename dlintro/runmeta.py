@@ -12,6 +12,7 @@ from typing import Any
 import tensorflow as tf
 
 from dlintro import runs
+from dlintro.data import data_root
 from dlintro.onednn import current as onednn_switch
 
 
@@ -30,6 +31,8 @@ def describe(trainer: Any, command: list[str] | None) -> dict[str, Any]:
         "machine": runs.machine(),
         "data": {
             "dataset": b.info.name,
+            # the data directory it read: `dlintro eval` finds the test set there later
+            "root": str(data_root(trainer.data_dir).resolve()),
             "num_train": b.num_train,
             "num_validation": b.num_validation,
             "num_test": b.num_test,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import signal
 import tempfile
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from dlintro import checkpoint, data, distribute, evaluate, execution, models, optim, runs, tune
-from dlintro.artifacts import save_run_artifacts
+from dlintro.artifacts import save_keras, save_run_artifacts
 from dlintro.config import Config
 from dlintro.data.feed import Feed
 from dlintro.early_stop import Watch
@@ -229,7 +228,7 @@ class Trainer:
     def _train(self, path: Path, reporter: Reporter, start: Path | None) -> Result:
         cfg, b = self.run_cfg, self.bundle
         state = self.restore(start)
-        self.watch = Watch(cfg, path, b.steps_per_epoch, self.chief, _save_model, state)
+        self.watch = Watch(cfg, path, b.steps_per_epoch, self.chief, save_keras, state)
         step = int(state["step"])
         recorder = Recorder(
             cfg, b, self.total_steps, self.epochs, path, reporter, step,
@@ -270,7 +269,7 @@ class Trainer:
         metrics: dict[str, Any] = {}
         self.runner.finish()  # the final weights (train.ema's average) on every worker
         if self.chief:
-            _save_model(self.model, path / "model.keras")
+            save_keras(self.model, path / "model.keras")
             save_run_artifacts(path, self.model, self.bundle, self.run_cfg, self.data_dir)
             probs, labels = evaluate.predict(self.model, self.bundle.test, tta=self.cfg.eval.tta)
             metrics = evaluate.metrics(probs, labels, list(self.bundle.info.class_names))
@@ -358,12 +357,14 @@ class Trainer:
         """Validate, record the epoch, let a metric-driven schedule and the watch see it;
         True when the run stops early here."""
         runner = self.runner
-        val = runner.evaluate(self.bundle.validation) if self.bundle.validation else None
+        with runner.evaluated():  # the best model kept is the one measured (train.ema's average)
+            val = runner.evaluate(self.bundle.validation) if self.bundle.validation else None
+            stop = self.watch.epoch_end(step, val, self.model)
         recorder.epoch_end(step, runner.metrics(), val, self.optimizer)
         if hasattr(self.schedule, "on_epoch_end"):  # e.g. reduce_on_plateau
             val_logs = {f"val_{k}": v for k, v in (val or {}).items()}
             self.schedule.on_epoch_end(runner.metrics() | val_logs)
-        return self.watch.epoch_end(step, val, self.model)
+        return stop
 
     def _save(self, path: Path, recorder: Recorder, step: int) -> None:
         """A checkpoint of everything an exact continuation from `step` needs."""
@@ -390,10 +391,3 @@ class Trainer:
             f"training stopped; last good checkpoint: "
             f"{kept.name if kept else 'none'}. Try a lower optimizer.learning_rate"
         )
-
-
-def _save_model(model: keras.Model, path: Path) -> None:
-    """Save atomically: Keras writes a temporary file that is then renamed into place."""
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)

@@ -11,7 +11,9 @@ this: `model` runs on each view (shared weights, inference mode) and the probabi
 summed with the weights above. It is the one definition that evaluation (training's test
 metrics, `dlintro eval` and its report: dlintro.evaluate.predict), `dlintro predict` and
 `dlintro export` (its artifact and its parity reference) all use. The layers are
-serializable and export to SavedModel, TFLite and ONNX (reverse, reflection pad, slice, add).
+serializable and export to SavedModel, TFLite and ONNX (reverse, reflection pad, slice, add);
+for plain Keras (inference.keras, the keras export) dlintro.builtin copies them as built-in
+layers that compute exactly the same.
 """
 
 from __future__ import annotations

@@ -105,11 +105,39 @@ def run_one(name: str, data_dir: str | None, out: Path, steps: int | None = None
         "epochs": meta["epochs"],
         "wall_seconds": meta["wall_seconds"],
         "images_per_second": meta["images_per_second"],
-        "machine": f"{meta['machine']['cpu_count']} CPU cores, {platform.machine()}",
+        "machine": machine(meta),
         "versions": meta["versions"],
         "command": " ".join(command[:3]),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def machine(meta: dict) -> str:
+    """The CPU a run was measured on and what it trained in, e.g. '2-core AMD EPYC (AVX-512
+    BF16), mixed_bfloat16': figures differ by CPU kind, so every row names its own."""
+    m = meta["machine"]
+    flags = set(m.get("cpu", {}).get("flags", []))
+    kind = (
+        "AMX" if flags & {"amx_bf16", "amx_tile"}
+        else "AVX-512 BF16" if "avx512_bf16" in flags
+        else "AVX-512" if "avx512f" in flags
+        else "AVX2"
+    )  # fmt: skip
+    precision = (meta.get("execution") or {}).get("choice", {}).get("precision", "float32")
+    model = m.get("cpu", {}).get("model", platform.machine())
+    return f"{m['cpu_count']}-core {model} ({kind}), {precision}"
+
+
+def trainable_params(cfg: Any, meta: dict) -> int:
+    """The model's trainable parameters (published counts of batch-norm nets leave out the
+    moving statistics, which meta.json's total includes)."""
+    import keras
+
+    from dlintro import models
+
+    shape, classes = meta["data"]["input_shape"], len(meta["data"]["class_names"])
+    model = models.build(cfg.model.name, tuple(shape), classes, dict(cfg.model.params))
+    return int(sum(keras.ops.size(w) for w in model.trainable_weights))
 
 
 def cifar_result(name: str, cfg: Any, meta: dict, metrics: dict, steps: int | None) -> dict:
@@ -122,6 +150,7 @@ def cifar_result(name: str, cfg: Any, meta: dict, metrics: dict, steps: int | No
         "published_accuracy": CIFAR[name][0],
         "published_params": CIFAR[name][1],
         "params": meta["model"]["params"],
+        "trainable_params": trainable_params(cfg, meta),
         "test_accuracy": round(100 * metrics["accuracy"], 2),
         "steps": meta["steps"],
         "budget": bool(steps),
@@ -130,7 +159,7 @@ def cifar_result(name: str, cfg: Any, meta: dict, metrics: dict, steps: int | No
         "seconds_per_epoch": meta["data"]["num_train"] / ips,
         "recipe_hours": recipe_steps * cfg.data.batch_size / ips / 3600,
         "wall_seconds": meta["wall_seconds"],
-        "machine": f"{meta['machine']['cpu_count']} CPU cores, {platform.machine()}",
+        "machine": machine(meta),
         "command": f"dlintro train configs/{name}.yaml",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -139,13 +168,16 @@ def cifar_result(name: str, cfg: Any, meta: dict, metrics: dict, steps: int | No
 def cifar_markdown(results: dict[str, dict]) -> str:
     lines = [
         "| config | published | measured | parameters | steps run (recipe) | seconds per epoch "
-        "here | full recipe here | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| full recipe | measured on | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (pub, params) in CIFAR.items():
         r = results.get(name)
         if r is None:
-            lines.append(f"| {name} | {pub:.2f}% | not yet measured | | | | | |")
+            lines.append(
+                f"| {name} | {pub:.2f}% | not yet measured | {params} | | | | | "
+                f"`dlintro train configs/{name}.yaml` |"
+            )
             continue
         label = (
             f"{r['test_accuracy']:.2f}% after a {r['steps']:,}-step budget run"
@@ -153,12 +185,17 @@ def cifar_markdown(results: dict[str, dict]) -> str:
             else f"**{r['test_accuracy']:.2f}%** (full recipe)"
         )
         published_params = f" (published {params})" if params else ""
+        count = f"{r['params']:,}"
+        trainable = r.get("trainable_params", r["params"])
         if params == f"{r['params']:,}":
             published_params = " (exact)"
+        elif params == f"{trainable:,}":
+            count = f"{trainable:,} trainable"
+            published_params = f" (exact; {r['params']:,} with batch norm's moving statistics)"
         lines.append(
-            f"| {name} | {pub:.2f}% | {label} | {r['params']:,}{published_params} | "
+            f"| {name} | {pub:.2f}% | {label} | {count}{published_params} | "
             f"{r['steps']:,} ({r['recipe_steps']:,}) | {r['seconds_per_epoch']:,.0f} s | "
-            f"{r['recipe_hours']:.1f} h | `{r['command']}` |"
+            f"{r['recipe_hours']:.1f} h | {r['machine']} | `{r['command']}` |"
         )
     return "\n".join(lines) + "\n"
 

@@ -95,3 +95,31 @@ def test_the_probe_measures_both_settings_in_child_processes() -> None:
     for setting in timings.values():
         assert set(setting) == {"conv", "dense"}
         assert all(0 < ms < 10_000 for ms in setting.values())
+
+
+def test_train_decides_the_switch_before_anything_imports_tensorflow(tmp_path: Path) -> None:
+    """A real `dlintro train` process records the cached decision: had the config's checks
+    imported TensorFlow first, the switch would come too late and meta.json would say "off"."""
+    key = tune.cache_key(onednn.facts())
+    (tmp_path / "dlintro").mkdir()
+    (tmp_path / "dlintro" / "onednn.json").write_text(json.dumps({key: FAST_ON}))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "name: tiny\n"
+        "data: {dataset: synthetic, params: {num_train: 32, num_test: 16}, batch_size: 16}\n"
+        "model: {name: mlp, params: {hidden: [8]}}\n"
+        "train: {steps: 1, jit_compile: false, precision: float32, steps_per_execution: 1}\n"
+    )  # explicit execution settings: nothing else is probed
+    base = {k: v for k, v in os.environ.items() if k not in (onednn.ENV, "DLINTRO_TUNE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dlintro", "train", str(config), "--run-dir", str(tmp_path / "run")],
+        env={**base, "XDG_CACHE_HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads((tmp_path / "run" / "meta.json").read_text())["onednn"]
+    if _tf_default_on():
+        assert (recorded["enabled"], recorded["source"]) == (None, "tensorflow")
+    else:
+        assert (recorded["enabled"], recorded["source"]) == (True, "cache")
+        assert "oneDNN on (cache: conv step 10.0 ms on, 20.0 off" in done.stdout

@@ -29,3 +29,28 @@ def test_fashion_mnist_trains(mnist_dir: Path, tmp_path: Path) -> None:
     result = train.run(cfg, run_dir=tmp_path / "fashion", data_dir=mnist_dir)
     assert result.metrics["class_names"][0] == "T-shirt/top"
     assert 0.70 <= result.metrics["accuracy"] < 0.90
+
+
+def test_eval_in_a_new_shell_reads_the_data_directory_the_run_recorded(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    """Trained with --data-dir, evaluated by a real `dlintro eval` without it (no
+    DLINTRO_DATA_DIR, an empty cache, offline): the run's recorded data directory is used."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = config.load(CONFIGS / "mnist_softmax.yaml", ["train.steps=20", "train.epochs=null"])
+    result = train.run(cfg, run_dir=tmp_path / "run", data_dir=mnist_dir)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["data"]["root"] == str(mnist_dir.resolve())
+    env = {k: v for k, v in os.environ.items() if k != "DLINTRO_DATA_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), DLINTRO_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "dlintro", "eval", str(tmp_path / "run")],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{result.metrics['accuracy']:.2%}" in done.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_examples"] == 10_000

@@ -71,10 +71,11 @@ def sweep(
         return
     if sweep_file is None:
         raise UserError("give a SWEEP file to run, or --show SWEEP_DIR")
-    from dlintro import runs
+    from dlintro import onednn, runs
     from dlintro.sweep import study as study_mod
     from dlintro.sweep import sweepfile
 
+    onednn.prepare()  # before the sweep file's checks import TensorFlow, which reads it once
     sw = sweepfile.load(sweep_file, list(set_ or []))
     budget = trials or sw.trials
     folder = out_dir or runs.default_root() / f"sweep-{sw.name}"

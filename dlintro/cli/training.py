@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -71,8 +71,6 @@ def train(
 
     Example: dlintro train --resume runs/mnist_conv-20260101-120000
     """
-    from dlintro import config as config_mod
-
     if epochs is not None and steps is not None:
         raise UserError("--epochs and --steps: give one of them, not both")
     overrides = list(set_ or [])
@@ -87,19 +85,14 @@ def train(
             )
         from dlintro import runs
 
-        # run-directory and config errors first, before TensorFlow starts
-        config_mod.load(runs.open_run(resume) / "config.yaml", overrides)
+        source = runs.open_run(resume) / "config.yaml"
     elif config is None:
         raise UserError("give a CONFIG to train, or --resume RUN_DIR")
     elif force or from_checkpoint is not None:
         raise UserError(f"{'--force' if force else '--from-checkpoint'} goes with --resume")
     else:
-        cfg = config_mod.load(config, overrides)
-    from dlintro import onednn
-
-    # TensorFlow reads its oneDNN switch once, when first imported: decided before that
-    # (a resumed run keeps the switch it started with).
-    onednn.prepare(_recorded_onednn(resume) if resume is not None else None)
+        source = config
+    cfg = _load_before_tensorflow(source, overrides, resume)
     from dlintro import train as train_mod
     from dlintro.progress import make_reporter, passes
 
@@ -148,6 +141,18 @@ def train(
         )
     out.print(f"run directory: {result.run_dir}  (weights {result.fingerprint[:16]})")
     out.print(f"next: dlintro eval {result.run_dir}")
+
+
+def _load_before_tensorflow(path: Path, overrides: list[str], resume: Path | None = None) -> Any:
+    """The config, its own errors found before TensorFlow starts; in between, the oneDNN switch,
+    which TensorFlow reads once, when first imported (the names check imports the registries,
+    hence TensorFlow). A resumed run keeps the switch it started with."""
+    from dlintro import config as config_mod
+    from dlintro import onednn
+
+    config_mod.load(path, overrides, check_names=False)
+    onednn.prepare(_recorded_onednn(resume) if resume is not None else None)
+    return config_mod.load(path, overrides)
 
 
 def _recorded_onednn(run_dir: Path) -> object:
@@ -208,12 +213,10 @@ def tune_(
 
     Example: dlintro tune configs/mnist_conv.yaml
     """
-    from dlintro import config as config_mod
-
-    cfg = config_mod.load(config, list(set_ or []))
+    cfg = _load_before_tensorflow(config, list(set_ or []))
     from dlintro import onednn, tune
 
-    switch = onednn.prepare()
+    switch = onednn.current()
     from dlintro.trainer import Trainer
 
     trainer = Trainer(cfg, data_dir)

@@ -51,8 +51,10 @@ def cifar_speednet(
     dlintro.models.datainit). Batch norm learns offsets only (scale frozen at 1, Keras
     `scale=False`); convolutions start as identities (`conv_init: dirac`). With the defaults
     on 32x32x3: 31 -> 15 -> 7 -> 3 -> 1 pixels, as airbench94's MaxPool(3) at the end.
-    Airbench's differences: its batch norm epsilon is 1e-12, its whitening bias is trained for
-    3 epochs and then frozen (here it trains throughout unless whiten_bias is false).
+    Airbench's differences: its batch norm epsilon is 1e-12. Airbench trains the whitening
+    bias ("whiten/bias") for 3 epochs only: a config does that with an optimizer group,
+    `{match: "^whiten/bias$", until_epoch: 3}` (configs/cifar10_fast.yaml); the builder knows
+    nothing of training.
     """
     check_input(input_shape, num_classes, "cifar_speednet")
     windows = [(whiten_patch, 1, "valid")] + [(2, 2, "valid")] * len(widths)
