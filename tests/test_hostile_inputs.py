@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -33,6 +32,11 @@ train: {steps: 2}
 """
 NO_TF_MEMORY = 1 << 30  # a config error is found before TensorFlow starts
 TF_MEMORY = 3 << 30  # a TensorFlow process needs about 2.5 GB of address space
+BOUNDED = (  # argv: memory, then dlintro's arguments
+    "import os, resource, sys; m = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_AS, (m, m)); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'dlintro', *sys.argv[2:]])"
+)
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -63,17 +67,16 @@ def cli(
     environ.pop("DLINTRO_DEBUG", None)
     environ.update(env or {})
 
-    def bound() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
+    # The bound is set by a small Python that then execs dlintro, not by preexec_fn: that runs
+    # in a fork of this multi-threaded process (TensorFlow's gRPC threads included), whose
+    # fork handlers can abort the child ("epoll_wait error: Bad file descriptor", exit -6).
     return subprocess.run(
-        [sys.executable, "-m", "dlintro", *map(str, args)],
+        [sys.executable, "-c", BOUNDED, str(memory), *map(str, args)],
         cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=bound,
         check=False,
     )
 

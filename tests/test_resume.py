@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -222,11 +221,18 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     previous = checkpoint.latest(run / "checkpoints")
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
 
-    def small_disk() -> None:  # files may not grow past 200 kB: model.npz is ~1 MB
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-
-    proc = _dlintro("train", "--resume", str(run), "--force", "--steps", "8", preexec_fn=small_disk)
+    # files may not grow past 200 kB (model.npz is ~1 MB): set by a small Python that then
+    # execs dlintro, not by preexec_fn, which runs in a fork of this multi-threaded process
+    small_disk = (
+        "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'dlintro', *sys.argv[1:]])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", small_disk, "train", "--resume", str(run), "--force",
+         "--steps", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "could not write the checkpoint" in err
