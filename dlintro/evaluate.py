@@ -65,7 +65,7 @@ def evaluate_run(run_dir: Any, data_dir: Any = None) -> dict[str, Any]:
 
     spec = runs.run_spec(run_dir)
     model = runs.load_model(runs.model_path(spec.run_dir))
-    data_dir = runs.data_dir_for(spec.run_dir, data_dir)
+    data_dir = data.data_root(data_dir, runs.recorded_data_root(spec.run_dir))
     test, info, _ = data.build_test(spec.config.data, spec.normalization, data_dir)
     probs, labels = predict(model, test, tta=spec.config.eval.tta)
     result = metrics(probs, labels, list(info.class_names))

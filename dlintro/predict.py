@@ -207,7 +207,8 @@ def prepare(files: list[str], input_shape: tuple[int, int, int], invert: str = "
     if c not in (1, 3, 4):
         raise UserError(f"the run's images have {c} channels; predict supports 1, 3 or 4")
     failed = [(path, problem) for path in files if (problem := screen(path))]
-    screened = [p for p in files if p not in {path for path, _ in failed}]
+    refused = {path for path, _ in failed}
+    screened = [p for p in files if p not in refused]
     if not screened:
         return Prepared([], np.zeros((0, h, w, c), np.uint8), [], failed)
     import tensorflow as tf

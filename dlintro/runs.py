@@ -146,15 +146,10 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
     return runfiles.load_dict(Path(run_dir) / "meta.json", runfiles.Meta)
 
 
-def data_dir_for(run_dir: str | Path, data_dir: str | Path | None) -> str | Path | None:
-    """Where to read a run's dataset: `data_dir` (--data-dir), else $DLINTRO_DATA_DIR, else
-    the data directory the run recorded (if it is still there), else None (the user cache):
-    a run evaluates in a new shell without the setting it trained with."""
-    if data_dir is not None or os.environ.get("DLINTRO_DATA_DIR", "").strip():
-        return data_dir
+def recorded_data_root(run_dir: str | Path) -> str | None:
+    """The data directory a run recorded in meta.json (`data.root`), for data.data_root."""
     data = runfiles.meta(Path(run_dir)).data
-    root = data.root if data is not None else None
-    return root if root and Path(root).is_dir() else None
+    return data.root if data is not None else None
 
 
 def model_path(run_dir: str | Path) -> Path:

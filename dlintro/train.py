@@ -87,6 +87,9 @@ def resume(
     """
     path = runs.open_run(run_dir)
     request = _check(path, overrides, force, from_step)
+    from dlintro.data import data_root
+
+    data_dir = data_root(data_dir, runs.recorded_data_root(path))  # also in a new shell
     trainer = Trainer(request.cfg, data_dir, started, execution=request.execution)
     try:
         trainer.build_strategy()  # first: only the chief takes the lock (and writes)

@@ -31,11 +31,12 @@ def test_fashion_mnist_trains(mnist_dir: Path, tmp_path: Path) -> None:
     assert 0.70 <= result.metrics["accuracy"] < 0.90
 
 
-def test_eval_in_a_new_shell_reads_the_data_directory_the_run_recorded(
+def test_a_run_reopened_in_a_new_shell_reads_the_data_directory_it_recorded(
     mnist_dir: Path, tmp_path: Path
 ) -> None:
-    """Trained with --data-dir, evaluated by a real `dlintro eval` without it (no
-    DLINTRO_DATA_DIR, an empty cache, offline): the run's recorded data directory is used."""
+    """Trained with --data-dir; then real `dlintro eval`, `train --resume` and `preview`
+    processes without it (no DLINTRO_DATA_DIR, an empty cache, offline) use the run's recorded
+    data directory."""
     import json
     import os
     import subprocess
@@ -54,3 +55,15 @@ def test_eval_in_a_new_shell_reads_the_data_directory_the_run_recorded(
     assert done.returncode == 0, done.stderr
     assert f"{result.metrics['accuracy']:.2%}" in done.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_examples"] == 10_000
+    # the same for a resume (five more steps) and a preview of the run
+    for args in (
+        ["train", "--resume", str(tmp_path / "run"), "--force", "--steps", "25"],
+        ["preview", str(tmp_path / "run")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "dlintro", *args],
+            env=env, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (args, done.stderr)
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["steps"] == 25
+    assert (tmp_path / "run" / "preview.png").stat().st_size > 1000

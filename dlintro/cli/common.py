@@ -161,7 +161,8 @@ DataDirOpt = Annotated[
     typer.Option(
         "--data-dir",
         help="Data directory laid out as <dir>/<dataset>/<official files> "
-        "(default: $DLINTRO_DATA_DIR, else ~/.cache/dlintro/datasets).",
+        "(default: $DLINTRO_DATA_DIR, else for a run the one it trained on, else "
+        "~/.cache/dlintro/datasets).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]

@@ -115,8 +115,10 @@ def preview(
     from dlintro import config as config_mod
     from dlintro import runs
 
+    recorded = None
     if target.is_dir():
         runs.open_run(target)
+        recorded = runs.recorded_data_root(target)
         out_path = out_path or target / "preview.png"
     elif out_path is None:
         raise UserError(
@@ -132,7 +134,9 @@ def preview(
         )
     from dlintro import figures
     from dlintro.data import preview as preview_mod
+    from dlintro.data.sources import data_root
 
+    data_dir = data_root(data_dir, recorded)  # a run's own data directory in a new shell
     drawn = preview_mod.sample(cfg.data, cfg.seed, data_dir, count=rows * cols)
     augment = ", ".join(drawn.augmentations) or "no augmentation"
     title = f"{cfg.data.dataset} training images, seed {cfg.seed}: {augment}"

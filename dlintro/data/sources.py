@@ -99,13 +99,17 @@ def readonly_arrays(*arrays: np.ndarray) -> Arrays:
 DATASETS: Registry[Callable[..., Arrays]] = Registry("dataset", supplied=("root",))
 
 
-def data_root(data_dir: str | Path | None = None) -> Path:
-    """Where datasets live: the argument, else $DLINTRO_DATA_DIR, else the user cache."""
+def data_root(data_dir: str | Path | None = None, recorded: str | None = None) -> Path:
+    """Where datasets live: the argument, else $DLINTRO_DATA_DIR, else `recorded` (the data
+    directory a run trained on, if it is still there: a run reopened in a new shell without
+    the setting it trained with), else the user cache."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     env = os.environ.get("DLINTRO_DATA_DIR", "").strip()
     if env:
         return Path(env).expanduser()
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
     cache = os.environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
     return base / "dlintro" / "datasets"
