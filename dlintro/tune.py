@@ -25,7 +25,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,12 +137,34 @@ def cpu_facts() -> dict[str, Any]:
     return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
 
 
+# Kinds of CPU whose fastest settings differ (this project's machines come as each), with the
+# flags that make each; the first that matches names the CPU.
+CPU_KINDS = {
+    "amx": ("AMX", {"amx_bf16", "amx_tile"}),
+    "avx512_bf16": ("AVX-512 BF16", {"avx512_bf16"}),
+    "avx512": ("AVX-512", {"avx512f"}),
+    "avx2": ("AVX2", {"avx2"}),
+}
+
+
+def cpu_kind(flags: Iterable[str]) -> str:
+    """The kind of CPU a set of flags makes: 'amx', 'avx512_bf16', 'avx512', 'avx2' or 'other'.
+    Benchmarks and the ladder file their figures by it, so one kind never overwrites another's."""
+    have = set(flags)
+    return next((kind for kind, (_, need) in CPU_KINDS.items() if need & have), "other")
+
+
+def cpu_kind_name(kind: str) -> str:
+    """'AMX', 'AVX-512 BF16', 'AVX-512', 'AVX2' (or 'other')."""
+    return CPU_KINDS[kind][0] if kind in CPU_KINDS else kind
+
+
 def bf16_units(cpu: dict[str, Any], gpus: list[dict[str, Any]]) -> bool:
     """Whether the devices compute bfloat16 natively (bf16 CPU units, or GPUs of compute
     capability 8.0 or more)."""
     if gpus:
         return all(tuple(g.get("compute_capability") or (0, 0)) >= (8, 0) for g in gpus)
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu["flags"]))
+    return cpu_kind(cpu["flags"]) in ("amx", "avx512_bf16")
 
 
 def precisions(cpu: dict[str, Any], gpus: list[dict[str, Any]]) -> list[str]:

@@ -26,7 +26,7 @@ Then, each in a fresh process: wall time from the command's start to the end of
 `dlintro train configs/mnist_fast.yaml` and its test accuracy, the same model and recipe by the
 plain Keras way, the peak memory (max RSS) of short `dlintro train` runs of every config above,
 `dlintro --help`, and `dlintro summary` of every config in configs/.
-Results go to results/benchmark-<kind>.json (kind: bf16 or fp32, by the CPU's bfloat16 units) and,
+Results go to results/benchmark-<kind>.json (kind: amx, avx512_bf16, avx512 or avx2) and,
 with --update-readme, that kind's block of the README's performance section.
 """
 
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # scripts/bench_parts.py, bench_processes.py and bench_throughput.py
-from bench_parts import cpu_kind, measure_peak, render, update_readme  # noqa: E402
+from bench_parts import measure_peak, render, update_readme  # noqa: E402
 from bench_processes import cli_times, keras_baseline, peak_memory, time_to_accuracy  # noqa: E402
 from bench_throughput import ONEDNN_ENV, serve, throughput  # noqa: E402
 
@@ -152,7 +152,7 @@ def main() -> None:
         serve(args.serve, args.models[0], data_dir)
         return
     if args.out is None:
-        from dlintro.tune import cpu_facts
+        from dlintro.tune import cpu_facts, cpu_kind
 
         kind = cpu_kind(cpu_facts()["flags"])
         args.out = ROOT / "results" / f"benchmark-{kind}.json"
@@ -171,6 +171,8 @@ def main() -> None:
         print(f"wrote {args.out}")
     print(render(result))
     if args.update_readme:
+        from dlintro.tune import cpu_kind
+
         update_readme(
             ROOT / "README.md", render(result), cpu_kind(result["machine"]["cpu"]["flags"])
         )

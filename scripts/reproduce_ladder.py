@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from offline_data import data_overrides  # noqa: E402  (scripts/offline_data.py)
 
+from dlintro import tune  # noqa: E402
+
 # config name -> (published test accuracy in %, published parameter count or None, note)
 PUBLISHED: dict[str, tuple[float, int | None, str]] = {
     "mnist_softmax": (92.68, 7_850, ""),
@@ -116,13 +118,7 @@ def machine(meta: dict) -> str:
     """The CPU a run was measured on and what it trained in, e.g. '2-core AMD EPYC (AVX-512
     BF16), mixed_bfloat16': figures differ by CPU kind, so every row names its own."""
     m = meta["machine"]
-    flags = set(m.get("cpu", {}).get("flags", []))
-    kind = (
-        "AMX" if flags & {"amx_bf16", "amx_tile"}
-        else "AVX-512 BF16" if "avx512_bf16" in flags
-        else "AVX-512" if "avx512f" in flags
-        else "AVX2"
-    )  # fmt: skip
+    kind = tune.cpu_kind_name(tune.cpu_kind(m.get("cpu", {}).get("flags", [])))
     precision = (meta.get("execution") or {}).get("choice", {}).get("precision", "float32")
     model = m.get("cpu", {}).get("model", platform.machine())
     return f"{m['cpu_count']}-core {model} ({kind}), {precision}"

@@ -55,18 +55,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def cpu_kind() -> str:
-    """What decides which float kernels run: architecture, widest vector ISA, TF version."""
+    """What decides which float kernels run: architecture, kind of CPU, TF version."""
     import tensorflow as tf
 
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        pass
-    words = set(flags.split())
-    isa = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in words), "base")
-    return f"{platform.machine()}-{isa}-tf{tf.__version__}"
+    from dlintro import tune
+
+    return f"{platform.machine()}-{tune.cpu_kind(tune.cpu_facts()['flags'])}-tf{tf.__version__}"
 
 
 def train_config(name: str, tmp: Path) -> dict[str, Any]:

@@ -293,3 +293,16 @@ def test_a_run_from_before_auto_resumes_with_its_plans_settings(tmp_path: Path) 
     with pytest.raises(UserError, match=r"meta.json: 'execution' is not a recorded choice"):
         train.resume(first.run_dir, ["train.steps=50"], force=True)
     assert {p.name: p.read_bytes() for p in first.run_dir.iterdir() if p.is_file()} == before
+
+
+def test_cpu_kinds_are_told_apart() -> None:
+    """Each kind of CPU gets its own README section and results file, so a run on one never
+    overwrites another's figures."""
+    assert tune.cpu_kind(["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]) == "amx"
+    assert tune.cpu_kind(["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]) == "avx512_bf16"
+    assert tune.cpu_kind(["avx2", "fma", "avx512f"]) == "avx512"
+    assert tune.cpu_kind(["avx2", "fma"]) == "avx2"
+    assert tune.cpu_kind([]) == "other"
+    assert tune.cpu_kind_name("avx512_bf16") == "AVX-512 BF16"
+    assert tune.bf16_units({"flags": ["avx512_bf16"]}, []) is True
+    assert tune.bf16_units({"flags": ["avx2", "avx512f"]}, []) is False

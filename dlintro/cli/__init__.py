@@ -8,6 +8,8 @@ Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
 
 from __future__ import annotations
 
+import sys
+
 from dlintro.cli import artifacts, helptext, inspection, runs, sweep, training
 from dlintro.cli.common import app
 
@@ -22,6 +24,9 @@ helptext.tidy(app)  # one-line paragraphs and no `<bool>` in every command's --h
 
 def main() -> None:
     """Entry point of the `dlintro` command."""
+    for stream in (sys.stdout, sys.stderr):  # progress reaches a log file line by line
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     app()
 
 
