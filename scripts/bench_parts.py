@@ -22,7 +22,7 @@ CONV = (16, 32, 32, 256, 256, 3)  # batch, height, width, in and out channels, k
 PEAK_DTYPES = ("float32", "bfloat16")
 PEAK_REPEATS = 5
 # What the other kinds' sections show, said once in each section.
-OTHER_KINDS = {
+KIND_NOTES = {
     "amx": "AMX (bfloat16 matrix tiles) makes bfloat16 convolutions about 4x faster than float32, "
     "so `auto` picks mixed_bfloat16 for the convnets.",
     "avx512_bf16": "AVX512_BF16 without AMX: bfloat16 dot products in vector registers, so "
@@ -80,7 +80,7 @@ def fraction_of_peak(gflops_value: float, precision: str, peak: dict[str, Any]) 
 
 def kind_note(kind: str) -> str:
     """One sentence on this CPU kind, and that the other kinds have their own sections."""
-    own = OTHER_KINDS.get(kind, "")
+    own = KIND_NOTES.get(kind, "")
     return f"{own} Each kind of CPU has its own section here; figures differ between them."
 
 

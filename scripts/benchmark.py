@@ -49,6 +49,8 @@ from bench_parts import measure_peak, render, update_readme  # noqa: E402
 from bench_processes import cli_times, keras_baseline, peak_memory, time_to_accuracy  # noqa: E402
 from bench_throughput import ONEDNN_ENV, serve, throughput  # noqa: E402
 
+from dlintro.tune import cpu_facts, cpu_kind  # noqa: E402
+
 MODELS = [
     "mnist_softmax",
     "mnist_mlp5_relu_decay",
@@ -80,8 +82,6 @@ def machine() -> dict:
 
     import keras
     import tensorflow as tf
-
-    from dlintro.tune import cpu_facts
 
     return {
         "cpu": cpu_facts(),
@@ -152,8 +152,6 @@ def main() -> None:
         serve(args.serve, args.models[0], data_dir)
         return
     if args.out is None:
-        from dlintro.tune import cpu_facts, cpu_kind
-
         kind = cpu_kind(cpu_facts()["flags"])
         args.out = ROOT / "results" / f"benchmark-{kind}.json"
     if args.render_only:
@@ -169,13 +167,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
-    print(render(result))
+    text = render(result)
+    print(text)
     if args.update_readme:
-        from dlintro.tune import cpu_kind
-
-        update_readme(
-            ROOT / "README.md", render(result), cpu_kind(result["machine"]["cpu"]["flags"])
-        )
+        update_readme(ROOT / "README.md", text, cpu_kind(result["machine"]["cpu"]["flags"]))
         print("updated README.md")
 
 

@@ -64,7 +64,7 @@ def _result() -> dict:
 def test_render_names_the_cpu_and_the_shares() -> None:
     text = bench_parts.render(_result())
     assert "Measured on **Test CPU** (avx2, amx_bf16; 2 cores" in text
-    assert bench_parts.OTHER_KINDS["amx"] in text
+    assert bench_parts.KIND_NOTES["amx"] in text
     assert "matrix product 4096x4096 float32 150, bfloat16 500" in text
     row = next(line for line in text.splitlines() if line.startswith("| mnist_softmax"))
     cells = [c.strip() for c in row.strip("|").split("|")]
