@@ -66,15 +66,21 @@ def measured(
     """Decide by measurement within the run's probing budget, reusing and extending the cache;
     with `everything`, measure every option afresh (`dlintro tune`)."""
     key, facts = cache_key(cfg, bundle)
-    known = tune.cached(key) if len(options) > 1 and not everything else {}
+    use_cache = len(options) > 1 and not everything
+    known = tune.cached(key) if use_cache else {}
+    estimates = tune.cached_estimates(key) if use_cache else {}
     probe = Probe(cfg, bundle, total_steps)
     limit = None if everything else tune.budget(total_steps * cfg.data.batch_size)
     try:
-        decision, seen = tune.decide(options, probe.measure, known, limit, auto=auto)
+        decision, seen = tune.decide(
+            options, probe.measure, known, limit, auto=auto, scout=probe.scout,
+            batch=cfg.data.batch_size, estimates=estimates,
+        )  # fmt: skip
     finally:
         probe.close()
     if seen != known:
-        tune.store(key, facts, seen)
+        estimates |= {t.choice: t.scouted for t in decision.trials if t.scouted}
+        tune.store(key, facts, seen, estimates)
     return decision
 
 
@@ -114,28 +120,49 @@ class Probe:
         self.cfg, self.bundle, self.total_steps = cfg, bundle, total_steps
         self._current: Any = None  # ((jit, precision), runner, feed, [step])
 
+    def _build(self, choice: tune.Choice) -> StepRunner:
+        """A fresh model, optimizer and runner for the choice's XLA and precision."""
+        cfg, b = self.cfg, self.bundle
+        keras.mixed_precision.set_global_policy(choice.precision)
+        net = models.build(cfg.model.name, b.info.input_shape, b.info.num_classes, cfg.model.params)
+        optimizer = optim.build(cfg.optimizer, cfg.schedule, self.total_steps, b.steps_per_epoch)
+        if choice.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return StepRunner(
+            net, optimizer, choice.jit_compile, label_smoothing=cfg.train.label_smoothing,
+            l2=cfg.train.l2, prepare=b.prepare,
+        )  # fmt: skip
+
     def _runner(self, choice: tune.Choice) -> Any:
         """A runner for the choice's XLA and precision; candidates that differ only in steps
         per call share it (the step count is a tensor argument: no new compilation)."""
         pair = (choice.jit_compile, choice.precision)
         if self._current is None or self._current[0] != pair:
             self._current = None
-            cfg, b = self.cfg, self.bundle
-            keras.mixed_precision.set_global_policy(choice.precision)
-            net = models.build(
-                cfg.model.name, b.info.input_shape, b.info.num_classes, cfg.model.params
-            )
-            optimizer = optim.build(
-                cfg.optimizer, cfg.schedule, self.total_steps, b.steps_per_epoch
-            )
-            if choice.precision == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            runner = StepRunner(
-                net, optimizer, choice.jit_compile, label_smoothing=cfg.train.label_smoothing,
-                l2=cfg.train.l2, prepare=b.prepare,
-            )  # fmt: skip
-            self._current = (pair, runner, b.feed(0), [0])
+            self._current = (pair, self._build(choice), self.bundle.feed(0), [0])
         return self._current
+
+    def scout(self, choice: tune.Choice) -> float:
+        """Training images per second of the choice's XLA and precision on the first
+        SCOUT_IMAGES examples of the run's first batch (the real input path: gather,
+        augmentation, normalization, model, optimizer): a warm-up step, then one timed step,
+        on a throwaway runner of its own (its own traces, so nothing is retraced). Seconds
+        where a full step of a slow candidate takes minutes (tune.decide)."""
+        feed = self.bundle.feed(0)
+        if feed.rows is not None:
+            xs, ys = feed.rows(0)[0]
+            x, y = xs[0, : tune.SCOUT_IMAGES], ys[0, : tune.SCOUT_IMAGES]
+        else:
+            x, y = next(feed.iterator)
+            x, y = x[: tune.SCOUT_IMAGES], y[: tune.SCOUT_IMAGES]
+        batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+        runner = self._build(choice)
+        if runner.run_steps(batches, 1) != 1:  # warm-up: traces and compiles
+            return 0.0
+        t0 = time.perf_counter()
+        if runner.run_steps(batches, 1) != 1:
+            return 0.0
+        return int(x.shape[0]) / (time.perf_counter() - t0)
 
     def measure(
         self, choice: tune.Choice, min_seconds: float = 0.5, max_call_seconds: float = 2.0

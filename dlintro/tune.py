@@ -38,6 +38,13 @@ BUDGET_FRACTION = 0.1  # of the run's expected seconds
 BUDGET_MIN_SECONDS = 4.0  # even a short run compares a few candidates (then they are cached)
 BUDGET_MAX_SECONDS = 120.0
 PROBE_SECONDS = 1.0  # the least one measurement is taken to cost (warm-up, then 0.5 s or more)
+# Scouting: where the fastest full step so far takes SCOUT_STEP_SECONDS or more, another (XLA,
+# precision) pair is first timed on SCOUT_IMAGES images of the real batch; one that is over
+# SCOUT_FACTOR times slower there is not measured in full (its estimate is recorded instead):
+# one full-batch XLA step of the CIFAR speed net took 4 minutes on an AVX-512 EPYC.
+SCOUT_STEP_SECONDS = 2.0
+SCOUT_IMAGES = 64
+SCOUT_FACTOR = 4.0
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -68,10 +75,17 @@ class Choice:
 @dataclass(frozen=True)
 class Trial:
     """A measured Choice: training images per second after warm-up (0 if its loss was not
-    finite)."""
+    finite); `scouted` > 0: estimated from a scout on that many images, not measured in full."""
 
     choice: Choice
     images_per_second: float
+    scouted: int = 0
+
+    def text(self) -> str:
+        """e.g. 'XLA off bf16 x10 396' or 'XLA on fp32 x10 ~9 (scouted)'."""
+        if self.scouted:
+            return f"{self.choice.short()} ~{self.images_per_second:,.0f} (scouted)"
+        return f"{self.choice.short()} {self.images_per_second:,.0f}"
 
 
 @dataclass(frozen=True)
@@ -94,8 +108,7 @@ class Decision:
                "only": "the only candidate on this machine",
                "off": "not measured: DLINTRO_TUNE=off"}.get(self.source)  # fmt: skip
         if why is None:
-            seen = "; ".join(f"{t.choice.short()} {t.images_per_second:,.0f}"
-                             for t in self.trials)  # fmt: skip
+            seen = "; ".join(t.text() for t in self.trials)
             where = "cached" if self.source == "cache" else "measured"
             why = f"{where} img/s: {seen}"
         return f"auto ({', '.join(self.auto)}): {self.choice.label()} ({why})"
@@ -105,9 +118,8 @@ class Decision:
             "choice": asdict(self.choice),
             "source": self.source,
             "auto": list(self.auto),
-            "trials": [{**asdict(t.choice), "images_per_second": round(t.images_per_second, 1)}
-                       for t in self.trials],
-        }  # fmt: skip
+            "trials": [_row(t.choice, t.images_per_second, t.scouted) for t in self.trials],
+        }
 
     @staticmethod
     def from_dict(data: dict[str, Any], source: str) -> Decision:
@@ -231,6 +243,9 @@ def decide(
     budget_seconds: Callable[[float], float] | None = None,
     clock: Callable[[], float] = time.monotonic,
     auto: tuple[str, ...] = (),
+    scout: Callable[[Choice], float] | None = None,
+    batch: int = 0,
+    estimates: dict[Choice, int] | None = None,
 ) -> tuple[Decision, dict[Choice, float]]:
     """Measure the options not yet `known` (the cache), likeliest first; return the decision
     and every measurement.
@@ -238,23 +253,58 @@ def decide(
     `budget_seconds(images_per_second)` bounds the seconds spent measuring, given the best
     speed so far: a candidate is measured only while the time spent plus what a measurement has
     cost on average (at least PROBE_SECONDS) fits, except that one is always measured when
-    nothing is known. With a budget, steps per call are compared only on the best (XLA,
-    precision) pair (they need no new compilation); None measures every option."""
+    nothing is known. With a budget (a training run), steps per call are compared only on the
+    best (XLA, precision) pair (they need no new compilation), and a cache that holds any of
+    the options decides at once (a second run measures nothing; `dlintro tune` passes no
+    budget and measures every option).
+
+    `scout(choice)` (images/s on SCOUT_IMAGES images of the real batch) guards against a
+    candidate whose one full step would take minutes: see SCOUT_STEP_SECONDS; `batch` is the
+    full batch. Such a candidate's speed is the best's scaled by their scouts' ratio, marked
+    with the images it was scouted on (`estimates`: those already in `known`)."""
     known = dict(known or {})
+    scouted = {c: n for c, n in (estimates or {}).items() if c in known}
     if len(options) == 1:  # nothing to compare: set in the config, or the only candidate here
         return Decision(options[0], "config" if not auto else "only", (), auto), known
     started, count = clock(), 0
+    final = budget_seconds is not None and any(c in known for c in options)
+    paces: dict[tuple[bool, str], float] = {}
 
     def affordable() -> bool:
-        if budget_seconds is None or not known:
+        if final:
+            return False
+        if budget_seconds is None or not any(c in known for c in options):
             return True
         spent = clock() - started
         cost = max(PROBE_SECONDS, spent / max(count, 1))
-        return spent + cost <= budget_seconds(max(known.values()))
+        return spent + cost <= budget_seconds(max(known[c] for c in options if c in known))
+
+    def pace(choice: Choice) -> float:
+        pair = (choice.jit_compile, choice.precision)
+        if pair not in paces:
+            paces[pair] = float(scout(choice)) if scout is not None else 0.0
+        return paces[pair]
+
+    def hopeless(choice: Choice) -> float | None:
+        """The estimated speed of a candidate that its scout shows cannot win, else None."""
+        full = [c for c in known if c not in scouted]
+        if scout is None or not full:
+            return None
+        best = max(full, key=lambda c: known[c])
+        if batch / max(known[best], 1e-9) < SCOUT_STEP_SECONDS:
+            return None
+        mine, theirs = pace(choice), pace(best)
+        if mine * SCOUT_FACTOR >= theirs:
+            return None
+        return known[best] * mine / max(theirs, 1e-9)
 
     def run(choice: Choice) -> None:
         nonlocal count
-        known[choice] = float(measure(choice))
+        estimate = hopeless(choice)
+        if estimate is None:
+            known[choice] = float(measure(choice))
+        else:
+            known[choice], scouted[choice] = estimate, SCOUT_IMAGES
         count += 1
 
     first_spe = options[0].steps_per_execution
@@ -275,7 +325,7 @@ def decide(
         run(choice)
     tried = [c for c in options if c in known]
     best = max(tried, key=lambda c: known[c])
-    trials = tuple(Trial(c, known[c]) for c in tried)
+    trials = tuple(Trial(c, known[c], scouted.get(c, 0)) for c in tried)
     return Decision(best, "measured" if count else "cache", trials, auto), known
 
 
@@ -321,23 +371,44 @@ def _read(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def cached(key: str) -> dict[Choice, float]:
-    """The measurements stored under `key` ({} when none or unreadable)."""
+def _row(choice: Choice, images_per_second: float, scouted: int = 0) -> dict[str, Any]:
+    """A trial as meta.json and the cache record it."""
+    row = {**asdict(choice), "images_per_second": round(images_per_second, 1)}
+    return row | ({"scouted": scouted} if scouted else {})
+
+
+def _rows(key: str) -> Iterator[tuple[Choice, float, int]]:
     entry = _read(cache_path()).get(key)
-    out: dict[Choice, float] = {}
     for row in entry.get("trials", []) if isinstance(entry, dict) else []:
-        with contextlib.suppress(TypeError, KeyError, ValueError):
-            ips = float(row.pop("images_per_second"))
-            out[Choice(**row)] = ips
-    return out
+        with contextlib.suppress(TypeError, KeyError, ValueError, AttributeError):
+            row = dict(row)
+            ips, scouted = float(row.pop("images_per_second")), int(row.pop("scouted", 0))
+            yield Choice(**row), ips, scouted
 
 
-def store(key: str, facts: dict[str, Any], measured: dict[Choice, float]) -> None:
-    """Merge `measured` into the cache under `key` (best effort: a read-only cache is skipped)."""
+def cached(key: str) -> dict[Choice, float]:
+    """The speeds stored under `key` ({} when none or unreadable), estimates included."""
+    return {choice: ips for choice, ips, _ in _rows(key)}
+
+
+def cached_estimates(key: str) -> dict[Choice, int]:
+    """The stored speeds under `key` that are scouts' estimates: the images each was taken on."""
+    return {choice: n for choice, _, n in _rows(key) if n}
+
+
+def store(
+    key: str,
+    facts: dict[str, Any],
+    measured: dict[Choice, float],
+    estimates: dict[Choice, int] | None = None,
+) -> None:
+    """Merge `measured` into the cache under `key` (best effort: a read-only cache is skipped);
+    `estimates` marks the scouted ones."""
     path = cache_path()
+    scouted = estimates or {}
     with contextlib.suppress(OSError), _locked(path):
         data = _read(path)
-        rows = [{**asdict(c), "images_per_second": round(v, 1)} for c, v in measured.items()]
+        rows = [_row(c, v, scouted.get(c, 0)) for c, v in measured.items()]
         data[key] = {"facts": facts, "trials": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")

@@ -171,6 +171,88 @@ def test_cache_round_trip_and_damage(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert tune.cached(key) == {}  # a damaged cache is measured again, not an error
     tune.store(key, {"model": "m"}, measured)
     assert tune.cached(key) == measured
+    assert tune.cached_estimates(key) == {}
+    tune.store(key, {"model": "m"}, measured, {Choice(True, "mixed_bfloat16", 1): 64})
+    assert tune.cached(key) == measured  # estimates are speeds like the others
+    assert tune.cached_estimates(key) == {Choice(True, "mixed_bfloat16", 1): 64}
+
+
+def test_a_cache_hit_decides_a_run_at_once() -> None:
+    options = tune.candidates(AUTO, AMX, [])
+    known = {Choice(False, "float32", 10): 500.0, Choice(False, "mixed_bfloat16", 10): 900.0}
+    measure, asked = speeds({})
+    decision, seen = tune.decide(options, measure, known, lambda ips: 1e9, auto=tune.KEYS)
+    assert asked == [] and decision.source == "cache" and seen == known
+    assert decision.choice == Choice(False, "mixed_bfloat16", 10)
+    other = {Choice(True, "float32", 7): 1e6}  # another option set's speeds decide nothing
+    measure, asked = speeds({(False, "float32", 10): 1.0, (False, "mixed_bfloat16", 10): 2.0})
+    decision, _ = tune.decide(options, measure, other, lambda ips: 0.0, auto=tune.KEYS)
+    assert len(asked) == 1 and decision.source == "measured"
+
+
+def scouting(full: dict[tuple[bool, str], float], small: dict[tuple[bool, str], float]):
+    """measure() and scout() from tables of images/s per (XLA, precision), recording both."""
+    asked: list[Choice] = []
+    scouted: list[Choice] = []
+
+    def measure(choice: Choice) -> float:
+        asked.append(choice)
+        return full[(choice.jit_compile, choice.precision)]
+
+    def scout(choice: Choice) -> float:
+        scouted.append(choice)
+        return small[(choice.jit_compile, choice.precision)]
+
+    return measure, scout, asked, scouted
+
+
+def test_a_hopeless_candidate_is_scouted_not_measured_in_full() -> None:
+    """The CIFAR speed net on an AVX-512 EPYC: one full-batch XLA step took 4 minutes."""
+    options = tune.candidates(AUTO, AMX, [])
+    full = {(False, "float32"): 273.0, (False, "mixed_bfloat16"): 396.0,
+            (True, "float32"): 1.6, (True, "mixed_bfloat16"): 1.6}  # fmt: skip
+    small = {(False, "float32"): 244.0, (False, "mixed_bfloat16"): 313.0,
+             (True, "float32"): 7.0, (True, "mixed_bfloat16"): 7.0}  # fmt: skip
+    measure, scout, asked, scouted = scouting(full, small)
+    decision, _ = tune.decide(
+        options, measure, {}, lambda ips: 1e9, auto=tune.KEYS, scout=scout, batch=1024
+    )
+    assert {c.jit_compile for c in asked} == {False}  # no full XLA step was ever taken
+    assert decision.choice.precision == "mixed_bfloat16" and not decision.choice.jit_compile
+    xla = [t for t in decision.trials if t.choice.jit_compile]
+    assert len(xla) == 2 and all(t.scouted == tune.SCOUT_IMAGES for t in xla)
+    # an estimate: the best full speed so far (bf16) scaled by the scouts' ratio
+    assert [t.images_per_second for t in xla] == pytest.approx([396.0 * 7.0 / 313.0] * 2)
+    assert len(scouted) == 4  # each (XLA, precision) pair scouted once
+    assert "XLA on fp32 x10 ~9 (scouted)" in decision.line()
+    rows = decision.to_dict()["trials"]
+    assert [r.get("scouted", 0) for r in rows] == [0, 0, 64, 64, 0, 0]
+    # a pair that is slower on the slice but not SCOUT_FACTOR times: measured in full
+    small[(True, "float32")] = small[(True, "mixed_bfloat16")] = 100.0
+    measure, scout, asked, _ = scouting(full, small)
+    tune.decide(options, measure, {}, lambda ips: 1e9, auto=tune.KEYS, scout=scout, batch=1024)
+    assert {c.jit_compile for c in asked} == {False, True}
+
+
+def test_fast_steps_are_not_scouted() -> None:
+    options = tune.candidates(AUTO, AMX, [])
+    full = {(j, p): 10_000.0 for j in (False, True) for p in tune.PRECISIONS}
+    measure, scout, asked, scouted = scouting(full, {})
+    tune.decide(options, measure, {}, lambda ips: 1e9, auto=tune.KEYS, scout=scout, batch=128)
+    assert scouted == [] and len(asked) == 6
+
+
+def test_a_real_scout_times_the_real_step(tmp_path: Path) -> None:
+    from dlintro import data, execution
+
+    cfg = _tiny()
+    bundle = data.build(cfg.data, cfg.seed, tmp_path)
+    probe = execution.Probe(cfg, bundle, total_steps=30)
+    try:
+        speed = probe.scout(Choice(False, "float32", 10))
+    finally:
+        probe.close()
+    assert 0 < speed < float("inf")
 
 
 def test_a_choice_travels_as_one_integer() -> None:
@@ -214,13 +296,14 @@ def test_a_real_probe_changes_nothing_that_is_trained(measuring: None, tmp_path:
     assert auto.fingerprint == explicit.fingerprint
     meta = json.loads((explicit.run_dir / "meta.json").read_text())
     assert meta["execution"]["source"] == "config" and meta["execution"]["trials"] == []
-    # the next auto run takes the cached speeds as they were (it may measure more candidates)
+    # the next auto run starts at once: the cached speeds decide, nothing is measured
     first = {json.dumps({k: t[k] for k in tune.KEYS}): t["images_per_second"] for t in trials}
     again = train.run(_tiny(), run_dir=tmp_path / "again")
     execution = json.loads((again.run_dir / "meta.json").read_text())["execution"]
     later = {json.dumps({k: t[k] for k in tune.KEYS}): t["images_per_second"]
              for t in execution["trials"]}  # fmt: skip
-    assert {k: later[k] for k in first} == first
+    assert execution["source"] == "cache" and later == first
+    assert execution["choice"] == chosen
 
 
 def test_a_resumed_run_keeps_its_recorded_choice(measuring: None, tmp_path: Path) -> None:
