@@ -1,10 +1,11 @@
-"""The CIFAR-10 speed-run network: airbench94's shape (Keller Jordan, 2024), built from dlintro's
-blocks; the recipe around it is configs/cifar10_fast.yaml."""
+"""The CIFAR-10 speed-run network: airbench94's shape (Keller Jordan, 2024), and with `depth: 3`
+airbench96's, built from dlintro's blocks; the recipes around it are configs/cifar10_fast.yaml
+and configs/cifar10_fast96.yaml."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 import keras
 from keras import layers
@@ -33,6 +34,7 @@ def cifar_speednet(
     input_shape: tuple[int, ...],
     num_classes: int,
     widths: Annotated[Sequence[Positive], Field(min_length=1, max_length=6)] = (64, 256, 256),
+    depth: Literal[2, 3] = 2,
     whiten_patch: Annotated[int, Field(ge=1, le=4)] = 2,
     whiten_eps: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-4,
     whiten_bias: bool = True,
@@ -44,7 +46,10 @@ def cifar_speednet(
 ) -> keras.Model:
     """Patch whitening -> activation, then per width w a block: 3x3 conv w (no bias) ->
     max-pool 2 -> batch norm -> activation -> 3x3 conv w -> batch norm -> activation; then
-    global max-pool, a bias-free dense layer to the classes, x logit_scale, softmax.
+    global max-pool, a bias-free dense layer to the classes, x logit_scale, softmax. With
+    `depth: 3` (airbench96) each block has a third 3x3 conv w -> batch norm, and the output
+    of the first activation is added back before the last activation (a residual over the
+    second and third convs).
 
     The first layer is a frozen `PatchWhitening` of whiten_patch x whiten_patch patches
     (2 x patch^2 x channels filters, "valid"; its kernel is set from the training images by
@@ -68,7 +73,8 @@ def cifar_speednet(
     )(inputs)  # fmt: skip
     x = layers.Activation(activation, name=f"whiten_{activation}")(x)
     for i, width in enumerate(widths, start=1):
-        for j in (1, 2):
+        shortcut = None
+        for j in range(1, depth + 1):
             name = f"block{i}_conv{j}"
             x = layers.Conv2D(
                 width, 3, padding="same", use_bias=False,
@@ -79,7 +85,11 @@ def cifar_speednet(
             x = layers.BatchNormalization(
                 momentum=bn_momentum, epsilon=bn_epsilon, scale=False, name=f"block{i}_bn{j}"
             )(x)
+            if j == 3:
+                x = layers.Add(name=f"block{i}_residual")([x, shortcut])
             x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+            if j == 1 and depth == 3:
+                shortcut = x
     x = layers.GlobalMaxPooling2D(name="global_pool")(x)
     x = layers.Dense(num_classes, use_bias=False, dtype="float32", name="logits")(x)
     x = layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(x)

@@ -9,7 +9,7 @@ without TensorFlow.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -184,17 +184,26 @@ def flipped(batch: Any, examples: Any, fallback_seed: Any) -> Any:
     return tf.equal((coin + tf.cast(epoch, tf.int64)) % 2, 1)
 
 
-@AUGMENTATIONS.register("cutout", description="zero `count` random size x size squares")
+Pixel = Annotated[float, pydantic.Field(ge=0, le=255)]
+
+
+@AUGMENTATIONS.register("cutout", description="fill `count` random size x size squares")
 @validated
 def cutout(
     size: Annotated[int, pydantic.Field(ge=1, le=1024)],
     count: Annotated[int, pydantic.Field(ge=1, le=32)] = 1,
+    placement: Literal["centre", "inside"] = "centre",
+    fill: Pixel | Annotated[Sequence[Pixel], pydantic.Field(min_length=1)] = 0.0,
 ) -> AugmentFn:
-    """Cutout (DeVries & Taylor 2017): zero `count` squares of side `size` per image.
+    """Cutout (DeVries & Taylor 2017): fill `count` squares of side `size` per image.
 
-    Each square's centre is uniform over the image, so a square may be cut by the border (as in
-    the paper). The fill is 0 (black: augmentations run before normalization).
+    `placement: centre`: each square's centre is uniform over the image, so a square may be cut
+    by the border (as in the paper); `inside`: the square lies wholly inside (airbench96).
+    `fill` is a pixel value on 0..255, or one per channel: augmentations run before
+    normalization, so 0 is black, and the training set's channel means put 0 there after
+    standardization (as airbench, which cuts normalized images).
     """
+    values = [float(v) for v in (fill if isinstance(fill, Sequence) else [fill])]
 
     def fn(images: Any, seed: Any) -> Any:
         import tensorflow as tf
@@ -204,19 +213,26 @@ def cutout(
         batch, height, width = shape[0], shape[1], shape[2]
         keep = tf.ones([batch, height, width], tf.bool)
         side = tf.fill([batch], tf.constant(size, tf.int32))
+        inside = placement == "inside"
         for k in range(count):
-            centre = [
+            corner = [
                 tf.random.stateless_uniform(
                     [batch],
                     seed=tf.random.experimental.stateless_fold_in(s, 2 * k + i),
-                    maxval=limit,
+                    maxval=tf.maximum(limit - size + 1, 1) if inside else limit,
                     dtype=tf.int32,
                 )
+                - (0 if inside else size // 2)
                 for i, limit in enumerate((height, width))
             ]
-            top, left = centre[0] - size // 2, centre[1] - size // 2
-            keep &= ~box_mask(height, width, top, left, side, side)
-        return images * tf.cast(keep, images.dtype)[..., None]
+            keep &= ~box_mask(height, width, corner[0], corner[1], side, side)
+        channels = images.shape[-1]
+        if len(values) not in (1, channels):
+            raise UserError(
+                f"augmentation 'cutout': fill has {len(values)} values for images with "
+                f"{channels} channels: give one value or one per channel"
+            )
+        return tf.where(keep[..., None], images, tf.constant(values, images.dtype))
 
     return fn
 
