@@ -3,14 +3,13 @@ the `--set` argument), the key, and what would be right (did-you-mean for unknow
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pydantic
 from pydantic import BaseModel
 
 from dlintro import yamlfile
-from dlintro.registry import did_you_mean
+from dlintro.registry import clean_loc, did_you_mean
 from dlintro.yamlfile import KeyPath
 
 
@@ -39,18 +38,6 @@ def format_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
-    """Drop the union-member labels pydantic puts in error locations ('literal[...]', ...)."""
-    return tuple(
-        p
-        for p in loc
-        if isinstance(p, int) or not (re.search(r"[\[\]-]", str(p)) or p in _TYPE_TAGS)
-    )
-
-
-_TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list", "tuple"}
-
-
 # Keys that older versions accepted, and why they are gone (said instead of "unknown key").
 _REMOVED = {
     "data.shuffle_buffer": "removed: every epoch shuffles the whole training set; delete the key",
@@ -62,7 +49,7 @@ def schema_error(
 ) -> str:
     """One line for the first schema error: where, the key, and what would be right."""
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    loc = _clean_loc(tuple(errors[0]["loc"]))
+    loc = clean_loc(tuple(errors[0]["loc"]))
     where = yamlfile.where(positions, loc, src)
     key = yamlfile.dotted(loc)
     err = errors[0]
@@ -77,7 +64,7 @@ def schema_error(
     # A union (e.g. 'auto' or a boolean) fails once per member: say all the options at once.
     msgs: list[str] = []
     for e in errors:
-        if _clean_loc(tuple(e["loc"])) == loc:
+        if clean_loc(tuple(e["loc"])) == loc:
             m = str(e["msg"]).removeprefix("Value error, ")
             m = m[:1].lower() + m[1:]
             if msgs:

@@ -34,6 +34,7 @@ always uses integer labels and plain, unsmoothed cross-entropy.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -85,10 +86,13 @@ class StepRunner:
         # train.ema: the weights' moving average, updated in the step (dlintro.ema).
         self.ema = ema_mod.build(ema, model, total_steps, distributed=replicas > 1)
         optimizer.checkpoint_groups = self.checkpoint_groups()  # dlintro.checkpoint saves them
-        self._step = tf.function(self._train_step, jit_compile=jit_compile)
-        self._run = tf.function(self._run_steps)
+        # Wrapped in partials: TensorFlow counts traces per code object, so the several runners
+        # of one process (auto's probe, then training) would warn of "retracing" where each
+        # traced once; a partial gives each runner its own count, which still warns of its own.
+        self._step = tf.function(functools.partial(self._train_step), jit_compile=jit_compile)
+        self._run = tf.function(functools.partial(self._run_steps))
         # With XLA the whole chunk of steps is one compiled loop (see run_rows).
-        self._rows = tf.function(self._run_rows, jit_compile=jit_compile)
+        self._rows = tf.function(functools.partial(self._run_rows), jit_compile=jit_compile)
         self._predict = tf.function(
             lambda x: split_outputs(model(x, training=False))[0], reduce_retracing=True
         )

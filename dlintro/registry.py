@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -34,6 +35,18 @@ def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """' (did you mean X?)' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict", "list", "tuple"}
+
+
+def clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """Drop the union-member labels pydantic puts in error locations ('literal[...]', ...)."""
+    return tuple(
+        p
+        for p in loc
+        if isinstance(p, int) or not (re.search(r"[\[\]-]", str(p)) or p in _TYPE_TAGS)
+    )
 
 
 def one_line(exc: Exception) -> str:
@@ -211,9 +224,13 @@ class Registry(Generic[F]):
         try:
             model.model_validate(dict(params))
         except pydantic.ValidationError as exc:
-            for err in exc.errors():
-                loc = tuple(err["loc"])
-                errors.append((loc, _describe(err), err.get("input")))
+            # A union fails once per member; per parameter, the member that got furthest
+            # (a list's bad item, not "should be a number") says what is wrong.
+            found = exc.errors()
+            order = {err["loc"][0]: i for i, err in reversed(list(enumerate(found)))}
+            found.sort(key=lambda err: (order[err["loc"][0]], -len(err["loc"])))
+            for err in found:
+                errors.append((clean_loc(tuple(err["loc"])), _describe(err), err.get("input")))
             raise ParamsError(errors[0][1], errors) from None
 
     def check(self, name: str, params: Mapping[str, Any]) -> None:

@@ -50,6 +50,38 @@ def test_cutout_zeroes_squares_seeded():
     assert (whole == 0).all()
 
 
+def test_cutout_inside_fills_whole_squares_with_each_channels_value():
+    fill = [10.0, 20.0, 30.0]
+    fn = AUGMENTATIONS.get("cutout")(size=8, placement="inside", fill=fill)
+    out = fn(ones(), 3).numpy()
+    cut = (out != 200.0).any(axis=-1)
+    assert rectangles(cut) == [(8, 8)] * 64  # never cut by the border
+    np.testing.assert_array_equal(out[cut], np.tile(fill, (64 * 64, 1)))
+    assert (out[~cut] == 200.0).all()
+    np.testing.assert_array_equal(out, fn(ones(), 3).numpy())
+    corners = {tuple(np.argwhere(m)[0]) for m in cut}
+    assert len(corners) > 30 and max(max(c) for c in corners) <= 32 - 8  # spread, all inside
+    grey = AUGMENTATIONS.get("cutout")(size=5, placement="inside", fill=7)(ones(8), 1).numpy()
+    assert (grey == 7.0).all(axis=-1).sum() == 8 * 25
+    with pytest.raises(UserError, match="fill has 2 values for images with 3 channels"):
+        AUGMENTATIONS.get("cutout")(size=4, fill=[1, 2])(ones(2), 0)
+    # The list member of the union says which item is wrong, not "should be a number".
+    with pytest.raises(ParamsError, match=r"parameter 'fill\.1': input should be less than or"):
+        AUGMENTATIONS.check("cutout", {"size": 4, "fill": [0, 300, 0]})
+
+
+def test_a_bad_fill_item_in_a_config_names_file_line_and_item(tmp_path):
+    from dlintro import config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: c\nmodel: {name: mlp5}\ndata:\n  augment:\n"
+        "    - {name: cutout, params: {size: 4, fill: [0, 300, 0]}}\n"
+    )
+    with pytest.raises(UserError, match=r"c\.yaml:5: data\.augment\[0\]\.params\.fill\[1\] = 300:"):
+        config.load(path)
+
+
 def test_random_erasing():
     x = ones()
     same = AUGMENTATIONS.get("random_erasing")(probability=0.0)(x, 1).numpy()
@@ -94,6 +126,8 @@ def test_in_the_pipeline_from_config_specs():
         UserError, match="augmentation 'cutout', parameter 'size': missing required"
     ):
         build(_cfg(augment=[NS(name="cutout", params={})]), seed=0)  # size is required
+    with pytest.raises(UserError, match=r"^augmentation 'cutout': fill has 2 values for images"):
+        build(_cfg(augment=[NS(name="cutout", params={"size": 4, "fill": [1, 2]})]), seed=0)
 
 
 def test_preview_grid_and_png(tmp_path):

@@ -368,6 +368,32 @@ def test_cifar_speednet_parameter_count_and_shapes() -> None:
         models.build("cifar_speednet", (8, 8, 3), 10)
 
 
+def test_cifar_speednet_depth_3_count_and_residual() -> None:
+    w = (128, 384, 512)
+    model = models.build(
+        "cifar_speednet", (32, 32, 3), 10, {"widths": list(w), "depth": 3, "bn_momentum": 0.9}
+    )
+    ins = (24, *w[:-1])
+    convs = 9 * sum(c * o + 2 * o * o for c, o in zip(ins, w, strict=True))
+    trainable = 24 + convs + 3 * sum(w) + w[-1] * 10
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == trainable == 9_915_416
+    assert model.count_params() == trainable + 2 * 2 * 3 * 24 + 2 * 3 * sum(w) == 9_921_848
+    assert model.get_layer("block2_conv3").output.shape[1:] == (7, 7, 384)
+    # With the second and third convs of block 1 zeroed, the residual passes the first
+    # activation through: block 1's output is gelu(gelu(conv1 path)).
+    for name in ("block1_conv2", "block1_conv3"):
+        layer = model.get_layer(name)
+        layer.set_weights([np.zeros_like(v) for v in layer.get_weights()])
+    probe = keras.Model(
+        model.input,
+        [model.get_layer("block1_conv1_gelu").output, model.get_layer("block1_conv3_gelu").output],
+    )
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    first, last = (np.asarray(t) for t in probe(x, training=False))
+    np.testing.assert_allclose(last, np.asarray(keras.activations.gelu(first)), atol=1e-5)
+    assert first.std() > 0.01
+
+
 def test_cifar10_fast_config_uses_every_part() -> None:
     cfg = config.load(Path(__file__).resolve().parents[1] / "configs" / "cifar10_fast.yaml")
     assert cfg.model.name == "cifar_speednet" and cfg.eval.tta == "flip_translate"

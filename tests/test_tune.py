@@ -255,6 +255,30 @@ def test_a_real_scout_times_the_real_step(tmp_path: Path) -> None:
     assert 0 < speed < float("inf")
 
 
+def test_many_runners_in_one_process_raise_no_retracing_warning(tmp_path: Path) -> None:
+    """auto's probe builds a runner per candidate and scout, then training builds its own:
+    each traces once, which TensorFlow would call retracing if it counted them together."""
+    import logging
+
+    from dlintro import data, execution
+
+    cfg = _tiny()
+    bundle = data.build(cfg.data, cfg.seed, tmp_path)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    probe = execution.Probe(cfg, bundle, total_steps=30)
+    try:
+        speeds = [probe.scout(Choice(False, "float32", 10)) for _ in range(7)]
+    finally:
+        probe.close()
+        logger.removeHandler(handler)
+    assert len(speeds) == 7 and min(speeds) > 0
+    assert not [r for r in records if "retracing" in r], records
+
+
 def test_a_choice_travels_as_one_integer() -> None:
     for choice in [*tune.candidates(AUTO, AMX, []), Choice(True, "mixed_float16", 10_000)]:
         code = tune.encode(choice)

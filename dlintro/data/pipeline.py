@@ -312,6 +312,8 @@ def build(
     info, arrays = load_dataset(data_cfg.dataset, data_root(data_dir), data_cfg.params)
     mixing = {"mix": mix, "num_classes": info.num_classes}
     x_train, y_train = arrays.x_train, arrays.y_train
+    if augment is not None:  # errors that need the image shape (a fill per channel) say so
+        augment(tf.zeros([1, *x_train.shape[1:]], tf.float32), 0)  # here, not in a trace
     validation, num_val = None, 0
     if data_cfg.validation_split > 0:
         train_idx, val_idx = split_indices(len(x_train), data_cfg.validation_split, seed)
