@@ -69,6 +69,7 @@ def test_every_reference_row_has_a_config() -> None:
 CIFAR_PUBLISHED = {
     "cifar10_keras_conv": 1_084_234,
     "cifar10_resnet20": "0.27M",
+    "cifar10_resnet20_short": "0.27M",
     "cifar10_resnet32": "0.46M",
     "cifar10_resnet44": "0.66M",
     "cifar10_resnet56": "0.85M",
