@@ -227,8 +227,8 @@ class Registry(Generic[F]):
             # A union fails once per member; per parameter, the member that got furthest
             # (a list's bad item, not "should be a number") says what is wrong.
             found = exc.errors()
-            order = {err["loc"][0]: i for i, err in reversed(list(enumerate(found)))}
-            found.sort(key=lambda err: (order[err["loc"][0]], -len(err["loc"])))
+            order = {err["loc"][:1]: i for i, err in reversed(list(enumerate(found)))}
+            found.sort(key=lambda err: (order[err["loc"][:1]], -len(err["loc"])))
             for err in found:
                 errors.append((clean_loc(tuple(err["loc"])), _describe(err), err.get("input")))
             raise ParamsError(errors[0][1], errors) from None
