@@ -69,18 +69,20 @@ def measured(
     use_cache = len(options) > 1 and not everything
     known = tune.cached(key) if use_cache else {}
     estimates = tune.cached_estimates(key) if use_cache else {}
+    probed = tune.cached_budget(key) if use_cache else 0.0
     probe = Probe(cfg, bundle, total_steps)
     limit = None if everything else tune.budget(total_steps * cfg.data.batch_size)
     try:
         decision, seen = tune.decide(
             options, probe.measure, known, limit, auto=auto, scout=probe.scout,
-            batch=cfg.data.batch_size, estimates=estimates,
+            batch=cfg.data.batch_size, estimates=estimates, probed=probed,
         )  # fmt: skip
     finally:
         probe.close()
-    if seen != known:
+    afforded = limit(max(seen.values())) if limit and seen else None
+    if seen != known or (afforded is not None and afforded > probed):
         estimates |= {t.choice: t.scouted for t in decision.trials if t.scouted}
-        tune.store(key, facts, seen, estimates)
+        tune.store(key, facts, seen, estimates, afforded if limit else None)
     return decision
 
 

@@ -37,6 +37,10 @@ STEPS_PER_CALL = (10, 1, 50)  # the first is measured with every other candidate
 BUDGET_FRACTION = 0.1  # of the run's expected seconds
 BUDGET_MIN_SECONDS = 4.0  # even a short run compares a few candidates (then they are cached)
 BUDGET_MAX_SECONDS = 120.0
+# A cached entry that lacks some (XLA, precision) pair decides at once unless this run may spend
+# more than REPROBE_FACTOR times the budget the entry was probed with: a 30-step budget run
+# times one candidate, and a 2-hour run after it should still compare bfloat16.
+REPROBE_FACTOR = 2.0
 PROBE_SECONDS = 1.0  # the least one measurement is taken to cost (warm-up, then 0.5 s or more)
 # Scouting: where the fastest full step so far takes SCOUT_STEP_SECONDS or more, another (XLA,
 # precision) pair is first timed on SCOUT_IMAGES images of the real batch; one that is over
@@ -246,6 +250,7 @@ def decide(
     scout: Callable[[Choice], float] | None = None,
     batch: int = 0,
     estimates: dict[Choice, int] | None = None,
+    probed: float | None = None,
 ) -> tuple[Decision, dict[Choice, float]]:
     """Measure the options not yet `known` (the cache), likeliest first; return the decision
     and every measurement.
@@ -256,7 +261,9 @@ def decide(
     nothing is known. With a budget (a training run), steps per call are compared only on the
     best (XLA, precision) pair (they need no new compilation), and a cache that holds any of
     the options decides at once (a second run measures nothing; `dlintro tune` passes no
-    budget and measures every option).
+    budget and measures every option). `probed` is the largest budget the cache's measurements
+    were taken with: a run allowed more than REPROBE_FACTOR times that measures the (XLA,
+    precision) pairs the cache lacks (None: the cache decides).
 
     `scout(choice)` (images/s on SCOUT_IMAGES images of the real batch) guards against a
     candidate whose one full step would take minutes: see SCOUT_STEP_SECONDS; `batch` is the
@@ -267,7 +274,18 @@ def decide(
     if len(options) == 1:  # nothing to compare: set in the config, or the only candidate here
         return Decision(options[0], "config" if not auto else "only", (), auto), known
     started, count = clock(), 0
-    final = budget_seconds is not None and any(c in known for c in options)
+    first_spe = options[0].steps_per_execution
+    pairs = [c for c in options if c.steps_per_execution == first_spe]
+    best_known = max((known[c] for c in options if c in known), default=None)
+    final = (
+        budget_seconds is not None
+        and best_known is not None
+        and (
+            probed is None
+            or all(c in known for c in pairs)
+            or budget_seconds(best_known) <= REPROBE_FACTOR * probed
+        )
+    )
     paces: dict[tuple[bool, str], float] = {}
 
     def affordable() -> bool:
@@ -307,8 +325,6 @@ def decide(
             known[choice], scouted[choice] = estimate, SCOUT_IMAGES
         count += 1
 
-    first_spe = options[0].steps_per_execution
-    pairs = [c for c in options if c.steps_per_execution == first_spe]
     for choice in pairs:
         if choice not in known:
             if not affordable():
@@ -396,20 +412,39 @@ def cached_estimates(key: str) -> dict[Choice, int]:
     return {choice: n for choice, _, n in _rows(key) if n}
 
 
+def cached_budget(key: str) -> float:
+    """The largest probing budget (seconds) the measurements under `key` were taken with; 0
+    for an entry that does not say (so a longer run measures what it lacks)."""
+    entry = _read(cache_path()).get(key)
+    try:
+        return float(entry.get("budget_seconds", 0.0)) if isinstance(entry, dict) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def store(
     key: str,
     facts: dict[str, Any],
     measured: dict[Choice, float],
     estimates: dict[Choice, int] | None = None,
+    budget_seconds: float | None = None,
 ) -> None:
     """Merge `measured` into the cache under `key` (best effort: a read-only cache is skipped);
-    `estimates` marks the scouted ones."""
+    `estimates` marks the scouted ones, `budget_seconds` is the probing budget they were taken
+    with (None: `dlintro tune`, every option measured)."""
     path = cache_path()
     scouted = estimates or {}
     with contextlib.suppress(OSError), _locked(path):
         data = _read(path)
         rows = [_row(c, v, scouted.get(c, 0)) for c, v in measured.items()]
-        data[key] = {"facts": facts, "trials": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        old = data.get(key) if isinstance(data.get(key), dict) else {}
+        spent = BUDGET_MAX_SECONDS * 1e3 if budget_seconds is None else budget_seconds
+        with contextlib.suppress(TypeError, ValueError):
+            spent = max(spent, float(old.get("budget_seconds", 0.0)))
+        data[key] = {
+            "facts": facts, "trials": rows, "budget_seconds": round(spent, 1),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }  # fmt: skip
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, path)

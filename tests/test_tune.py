@@ -190,6 +190,37 @@ def test_a_cache_hit_decides_a_run_at_once() -> None:
     assert len(asked) == 1 and decision.source == "measured"
 
 
+def test_a_longer_run_measures_what_a_short_run_left_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A budget run timed float32 only; a run allowed over REPROBE_FACTOR times its budget
+    measures the pairs the cache lacks, one allowed the same budget decides from the cache."""
+    options = tune.candidates(AUTO, AMX, [])
+    known = {Choice(False, "float32", 10): 500.0}
+    table = {(x, p, n): 500.0 for x in (False, True) for p in ("float32", "mixed_bfloat16")
+             for n in (1, 10, 50)} | {(False, "mixed_bfloat16", 10): 900.0}  # fmt: skip
+    measure, asked = speeds(table)
+    short = lambda ips: 4.0  # noqa: E731
+    decision, _ = tune.decide(options, measure, known, short, auto=tune.KEYS, probed=4.0)
+    assert asked == [] and decision.source == "cache"
+    assert decision.choice == Choice(False, "float32", 10)
+    decision, seen = tune.decide(
+        options, measure, known, lambda ips: 1e9, auto=tune.KEYS, probed=4.0
+    )
+    pairs = {(c.jit_compile, c.precision) for c in asked if c.steps_per_execution == 10}
+    assert pairs == {(True, "float32"), (False, "mixed_bfloat16"), (True, "mixed_bfloat16")}
+    assert decision.source == "measured" and decision.choice.precision == "mixed_bfloat16"
+    assert seen[Choice(False, "float32", 10)] == 500.0  # the cached speed is kept
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    key = tune.cache_key({"model": "m"})
+    tune.store(key, {"model": "m"}, known, budget_seconds=4.0)
+    assert tune.cached_budget(key) == 4.0
+    tune.store(key, {"model": "m"}, seen, budget_seconds=120.0)
+    tune.store(key, {"model": "m"}, seen, budget_seconds=4.0)  # a later short run
+    assert tune.cached_budget(key) == 120.0 and tune.cached(key) == seen
+    assert tune.cached_budget("absent") == 0.0
+
+
 def scouting(full: dict[tuple[bool, str], float], small: dict[tuple[bool, str], float]):
     """measure() and scout() from tables of images/s per (XLA, precision), recording both."""
     asked: list[Choice] = []
