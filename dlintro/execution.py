@@ -82,7 +82,7 @@ def measured(
     afforded = limit(max(seen.values())) if limit and seen else None
     if seen != known or (afforded is not None and afforded > probed):
         estimates |= {t.choice: t.scouted for t in decision.trials if t.scouted}
-        tune.store(key, facts, seen, estimates, afforded if limit else None)
+        tune.store(key, facts, seen, estimates, afforded)
     return decision
 
 
