@@ -170,11 +170,11 @@ class Probe:
         self, choice: tune.Choice, min_seconds: float = 0.5, max_call_seconds: float = 2.0
     ) -> float:
         """Training images per second of `choice`: a one-step warm-up call (which traces and
-        compiles), one timed step, a warm-up call of its steps per call (XLA compiles each
-        step count once), then such calls for at least 3 calls and `min_seconds`; 0 when the
-        loss is not finite. A candidate whose full call would take
-        over `max_call_seconds` is judged by its one timed step (it cannot be the fastest, and
-        timing it in full could take minutes: XLA convolutions on some CPUs). The run's own
+        compiles), one timed step, with XLA a warm-up call of its steps per call (XLA compiles
+        each step count once), then such calls for at least 3 calls and `min_seconds`; 0 when
+        the loss is not finite. A candidate whose full call would take over `max_call_seconds`
+        is judged by its one timed step (it cannot be the fastest, and timing it in full could
+        take minutes: XLA convolutions on some CPUs). The run's own
         model is built afterwards, from the seed: the probe never changes what is trained."""
         _, runner, feed, position = self._runner(choice)
         spe, batch = self.bundle.steps_per_epoch, self.cfg.data.batch_size
@@ -197,7 +197,9 @@ class Probe:
         if seconds * choice.steps_per_execution > max_call_seconds:
             return batch / seconds
         # XLA compiles a loop again for each number of steps: warm up the measured one too
-        if not call(choice.steps_per_execution)[0]:
+        # (without XLA the step count is only a loop bound: nothing to warm up, and the call
+        # saved lets a short run's budget reach its second candidate)
+        if choice.jit_compile and not call(choice.steps_per_execution)[0]:
             return 0.0
         steps, calls, t0 = 0, 0, time.perf_counter()
         while calls < 3 or time.perf_counter() - t0 < min_seconds:

@@ -221,3 +221,38 @@ def _final_weights(run_dir: Path) -> list:
     import keras
 
     return keras.saving.load_model(run_dir / "model.keras", compile=False).get_weights()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "stderr"), [(None, 0, ""), (0, 0, ""), (3, 3, ""), ("bye", 1, "bye\n")]
+)
+def test_exit_now_keeps_sys_exit_meaning_and_flushes(code, status, stderr, tmp_path: Path):
+    """The CLI ends a TensorFlow process with os._exit (its teardown took most of a second):
+    sys.exit's status for every kind of code, and nothing left in the streams' buffers."""
+    script = (
+        "import sys\n"
+        "from dlintro.cli import exit_now\n"
+        "sys.stdout.reconfigure(line_buffering=False)\n"
+        "print('unflushed', end='')\n"
+        f"exit_now({code!r})\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (status, "unflushed", stderr)
+
+
+def test_an_error_after_tensorflow_started_is_one_line_exit_2(tmp_path: Path) -> None:
+    """A data error found once TensorFlow is loaded (the fast exit's path) keeps exit code 2,
+    its one line, and writes nothing."""
+    config = write_config(tmp_path / "tiny.yaml", SYNTHETIC)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    proc = run(
+        "module", "train", config, "--set", "data.dataset=mnist", "--data-dir", empty,
+        "--run-dir", tmp_path / "run", cwd=tmp_path, env={"DLINTRO_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "mnist" in lines[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()

@@ -297,6 +297,26 @@ def test_normalize_modes(mode):
         np.testing.assert_allclose(b.normalization["std"], raw.std(axis=(0, 1, 2)), rtol=1e-9)
 
 
+@pytest.mark.parametrize("chunk", [7, 1000, 1 << 18])
+def test_histograms_count_every_pixel_across_chunks(monkeypatch, chunk):
+    """Chunked counting (the start-up fix) gives np.bincount's counts of the whole array, per
+    channel, whatever the chunk boundaries, and the standardize record follows from them."""
+    from dlintro.data import normalization
+
+    monkeypatch.setattr(normalization, "HISTOGRAM_CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(37, 5, 6, 3), dtype=np.uint8)
+    x[..., 2] = np.minimum(x[..., 2], 9)  # a channel with most values absent
+    counts = normalization.histograms(x)
+    assert counts.shape == (3, 256) and counts.dtype == np.int64
+    for c in range(3):
+        np.testing.assert_array_equal(counts[c], np.bincount(x[..., c].ravel(), minlength=256))
+    assert counts[2, 10:].sum() == 0 and counts.sum() == x.size
+    record = normalization.compute("standardize", x)
+    np.testing.assert_allclose(record["mean"], (x / 255.0).mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(record["std"], (x / 255.0).std(axis=(0, 1, 2)), rtol=1e-9)
+
+
 def test_validation_split_is_deterministic_and_disjoint():
     from dlintro.data import build
     from dlintro.data.pipeline import split_indices

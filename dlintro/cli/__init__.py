@@ -8,7 +8,11 @@ Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
+from typing import NoReturn
 
 from dlintro.cli import artifacts, helptext, inspection, runs, sweep, training
 from dlintro.cli.common import app
@@ -27,7 +31,34 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # progress reaches a log file line by line
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if "tensorflow" in sys.modules:
+        exit_now(code)
+    sys.exit(code)
 
 
-__all__ = ["app", "artifacts", "inspection", "main", "runs", "sweep", "training"]
+def exit_now(code: object) -> NoReturn:
+    """End the process as sys.exit(code) would, without the interpreter's teardown: with
+    TensorFlow loaded that took 0.7-0.8 s after every command had finished (2-core EPYC).
+    Everything dlintro writes is closed before a command returns; only the standard streams
+    and logging are left to flush."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(status)
+
+
+__all__ = ["app", "artifacts", "exit_now", "inspection", "main", "runs", "sweep", "training"]
