@@ -83,10 +83,15 @@ def _supervise(procs: list[subprocess.Popen[str]], emit: Callable[[str], None]) 
         codes = [p.poll() for p in procs]
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
-            i, code = failed[0]
+            # Workers that lose a peer fail soon after it: when several are seen failed in one
+            # poll, one killed by a signal is the cause (then the lowest index).
+            i, code = min(failed, key=lambda f: (f[1] >= 0, f[0]))
             running = [j for j, c in enumerate(codes) if c is None]
+            ended = [j for j, _ in failed if j != i]
             if running:
                 emit(f"[launch] worker {i} failed (exit {code}); stopping workers {running}")
+            elif ended:
+                emit(f"[launch] worker {i} failed (exit {code}); workers {ended} had stopped")
             _stop(procs)
             return code or 1
         if all(c == 0 for c in codes):

@@ -189,7 +189,10 @@ def test_a_worker_that_dies_makes_the_launcher_stop_the_others(workdir: Path) ->
     os.kill(workers[1], signal.SIGKILL)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
-    assert "[launch] worker 1 failed (exit -9); stopping workers [0]" in out
+    # worker 0 is stopped by the launcher, or fails by itself on losing its peer first (since
+    # the CLI skips TensorFlow's teardown it may be gone by the launcher's next poll)
+    assert "[launch] worker 1 failed (exit -9); " in out
+    assert "stopping workers [0]" in out or "workers [0] had stopped" in out
     assert "error: launch: a worker failed" in err
     for pid in workers:  # nobody is left running
         assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
