@@ -174,8 +174,8 @@ class Probe:
         each step count once), then such calls for at least 3 calls and `min_seconds`; 0 when
         the loss is not finite. A candidate whose full call would take over `max_call_seconds`
         is judged by its one timed step (it cannot be the fastest, and timing it in full could
-        take minutes: XLA convolutions on some CPUs). The run's own
-        model is built afterwards, from the seed: the probe never changes what is trained."""
+        take minutes: XLA convolutions on some CPUs). The run's own model is built afterwards,
+        from the seed: the probe never changes what is trained."""
         _, runner, feed, position = self._runner(choice)
         spe, batch = self.bundle.steps_per_epoch, self.cfg.data.batch_size
 
