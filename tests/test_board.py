@@ -135,6 +135,11 @@ def test_split_runs_hold_scalars_only(run) -> None:
         assert set(acc.Tags()["tensors"]) == tags, split
         assert {_plugin(acc, t) for t in tags} == {"scalars"}
         assert not acc.Tags()["graph"]
+    train = _acc(result.run_dir / "logs" / "train")
+    description = train.SummaryMetadata("batch_loss").summary_description
+    assert description.startswith("Mean training loss of the epoch so far")
+    # the last log step is the epoch's end: the running loss there is the epoch's loss
+    assert _values(train, "batch_loss")[-1] == _values(train, "loss")[-1]
 
 
 def test_hparams_and_profile(run) -> None:

@@ -65,6 +65,15 @@ def hparams_of(cfg: Any, total_steps: int, epochs: int) -> dict[str, Any]:
     }
 
 
+# `batch_loss` keeps its name (dashboards and dlintro.board.reader read it), but it is the mean
+# training loss of the epoch so far at each log step, as the progress line shows it; the
+# description says so in TensorBoard.
+RUNNING_LOSS = (
+    "Mean training loss of the epoch so far (label-smoothed when train.label_smoothing is set), "
+    "every train.log_every steps; `loss` is the same at the epoch's end."
+)
+
+
 class BoardWriter:
     """Writes RUN/logs/ (see the module doc) for one training session of a run."""
 
@@ -96,9 +105,9 @@ class BoardWriter:
         self.profile(start_step)
 
     def progress(self, event: StepProgress) -> None:
-        """The scalars of a progress line: batch loss, learning rate, images/s."""
+        """The scalars of a progress line: the epoch's running loss, learning rate, images/s."""
         with self.writers["train"].as_default(step=event.step):
-            tf.summary.scalar("batch_loss", event.loss)
+            tf.summary.scalar("batch_loss", event.loss, description=RUNNING_LOSS)
             tf.summary.scalar("learning_rate", event.learning_rate)
             tf.summary.scalar("images_per_second", event.images_per_second)
 
