@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -53,9 +55,12 @@ def _dlintro(*args: object, cwd: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _race(argv: list[object], cwd: Path) -> tuple[subprocess.Popen[str], str]:
+def _race(
+    argv: list[object], cwd: Path, ready: Callable[[int], bool]
+) -> tuple[subprocess.Popen[str], str]:
     """Start two identical processes at the same moment; return the one still training and
-    the refused one's stderr (after stopping the winner with SIGTERM)."""
+    the refused one's stderr, after stopping the winner with SIGTERM once `ready(its pid)`
+    (stopped while still starting, a winner rightly leaves the run as it was)."""
     procs = [_dlintro(*argv, cwd=cwd) for _ in range(2)]
     deadline = time.monotonic() + 240
     while all(p.poll() is None for p in procs):
@@ -65,16 +70,30 @@ def _race(argv: list[object], cwd: Path) -> tuple[subprocess.Popen[str], str]:
     winner = next(p for p in procs if p is not loser)
     _, err = loser.communicate()
     assert loser.returncode == 2, err
-    assert winner.poll() is None, "the winner stopped too"
+    while not ready(winner.pid):
+        assert winner.poll() is None, "the winner stopped too"
+        assert time.monotonic() < deadline, "the winner never started training"
+        time.sleep(0.2)
     winner.send_signal(signal.SIGTERM)
     winner.communicate(timeout=120)
     return winner, err
 
 
+def _meta(run: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run / "meta.json").read_text())
+    except (OSError, ValueError):  # not there yet
+        return {}
+
+
 @pytest.mark.slow
 def test_two_fresh_runs_into_one_run_dir(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(LONG))
-    winner, err = _race(["train", "c.yaml", "--run-dir", "run"], tmp_path)
+    winner, err = _race(
+        ["train", "c.yaml", "--run-dir", "run"],
+        tmp_path,
+        lambda pid: (tmp_path / "run" / "history.csv").exists(),  # an epoch done: in the loop
+    )
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err == (
         f"error: run: the run is still being written by process {winner.pid} (it holds "
@@ -89,7 +108,8 @@ def test_two_fresh_runs_into_one_run_dir(tmp_path: Path) -> None:
 def test_two_resumes_of_one_run(tmp_path: Path) -> None:
     short = LONG | {"train": {"steps": 4}}
     run = train.run(config.load(data=short), run_dir=tmp_path / "run").run_dir
-    winner, err = _race(["train", "--resume", "run", "--steps", "1000000", "--force"], tmp_path)
+    argv: list[object] = ["train", "--resume", "run", "--steps", "1000000", "--force"]
+    winner, err = _race(argv, tmp_path, lambda pid: _meta(run).get("pid") == pid)
     assert err.count("\n") == 1 and f"still being written by process {winner.pid}" in err
     meta = json.loads((run / "meta.json").read_text())
     assert len(meta["resumes"]) == 1 and meta["pid"] == winner.pid  # one resume, the winner's
