@@ -32,6 +32,8 @@ def builtin_layers(model: Any) -> Any:
       channels: MaxPooling2D(pool_size=1, strides) picks the same positions (a max of one
       value), and a Reshape to [h, w, c, 1], ZeroPadding3D on the channel axis and a Reshape
       back append the same zeros.
+    - BatchNorm is Keras' BatchNormalization outside dlintro's training step
+      (dlintro.models.batchnorm): that layer, same config and weights.
     - PatchWhitening is a Conv2D with a frozen kernel: a Conv2D of the same configuration and
       weights (the same convolution; its kernel is trainable again, as any Conv2D's).
     - TTAView (a mirror and a move with reflection) is a fixed permutation of rows and columns
@@ -43,12 +45,13 @@ def builtin_layers(model: Any) -> Any:
     """
     import keras
 
+    from dlintro.models.batchnorm import BatchNorm
     from dlintro.models.blocks import PatchWhitening
     from dlintro.models.resnet import ShortcutPadding
     from dlintro.tta import TTAMean, TTAView
 
     replace = {ShortcutPadding: shortcut_padding, PatchWhitening: patch_whitening,
-               TTAView: permuted_view, TTAMean: weighted_sum}  # fmt: skip
+               TTAView: permuted_view, TTAMean: weighted_sum, BatchNorm: batch_norm}  # fmt: skip
     layers = list(all_layers(model))
     if not any(type(layer) in replace or builtin_config(layer) for layer in layers):
         return model
@@ -99,6 +102,13 @@ def shortcut_padding(layer: Any) -> Any:
         ],
         name=layer.name,
     )
+
+
+def batch_norm(layer: Any) -> Any:
+    """dlintro's BatchNorm as Keras' BatchNormalization (see builtin_layers)."""
+    import keras
+
+    return keras.layers.BatchNormalization.from_config(layer.get_config())
 
 
 def patch_whitening(layer: Any) -> Any:
@@ -173,6 +183,7 @@ def weighted_sum(layer: Any) -> Any:
 
 __all__ = [
     "all_layers",
+    "batch_norm",
     "builtin_config",
     "builtin_layers",
     "patch_whitening",

@@ -42,6 +42,7 @@ import keras
 import tensorflow as tf
 
 from dlintro import ema as ema_mod
+from dlintro.models.batchnorm import fused
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014)
 
@@ -70,6 +71,9 @@ class StepRunner:
         total_steps: int = 1,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        # Batch norm trains on TensorFlow's fused kernel, except under XLA where it is slower
+        # (dlintro.models.batchnorm); DistributedStepRunner sets it for its own XLA choice.
+        self.fused_batch_norm = not jit_compile
         # Under a strategy (DistributedStepRunner): the replica count and the global batch
         # that each replica's loss is a share of; 1 and 0 (no share) on one device.
         self.replicas, self.global_batch = replicas, global_batch
@@ -132,7 +136,9 @@ class StepRunner:
         model, optimizer = self.model, self.optimizer
         x = self.prepare(x)
         with tf.GradientTape() as tape:
-            probs, loss = self.outputs_loss(y, model(x, training=True))
+            with fused(self.fused_batch_norm):
+                outputs = model(x, training=True)
+            probs, loss = self.outputs_loss(y, outputs)
             if self.global_batch:
                 loss = loss * tf.cast(tf.shape(x)[0], tf.float32) / self.global_batch
             if model.losses:
@@ -277,6 +283,7 @@ class DistributedStepRunner(StepRunner):
             replicas=strategy.num_replicas_in_sync, global_batch=global_batch, ema=ema,
             total_steps=total_steps,
         )  # fmt: skip
+        self.fused_batch_norm = not jit_compile
         self._grads = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
         self._any = tf.function(self._any_worker)
 

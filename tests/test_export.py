@@ -222,9 +222,12 @@ def test_inference_keras_loads_in_plain_keras_and_takes_raw_images(run: Path, tm
 
 
 def test_a_cifar_resnet_becomes_built_in_layers_only(tmp_path: Path) -> None:
-    """ResNet option A's ShortcutPadding is replaced by built-in layers computing exactly the
-    same, so plain Keras loads the model without dlintro."""
+    """ResNet option A's ShortcutPadding and dlintro's BatchNorm are replaced by built-in layers
+    computing exactly the same, so plain Keras loads the model without dlintro."""
+    import keras
+
     from dlintro import artifacts, models
+    from dlintro.models.batchnorm import BatchNorm
     from dlintro.models.resnet import ShortcutPadding
 
     net = models.build("resnet_cifar", (16, 16, 3), 4, {"depth": 8})
@@ -233,6 +236,9 @@ def test_a_cifar_resnet_becomes_built_in_layers_only(tmp_path: Path) -> None:
     norm = {"mode": "standardize", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
     inference = artifacts.inference_model(net, (16, 16, 3), norm)
     assert not any(isinstance(layer, ShortcutPadding) for layer in artifacts.all_layers(inference))
+    kinds = {type(layer) for layer in artifacts.all_layers(inference)}
+    assert BatchNorm in {type(layer) for layer in artifacts.all_layers(net)}
+    assert BatchNorm not in kinds and keras.layers.BatchNormalization in kinds
     expected = artifacts.wrap(net, (16, 16, 3), norm).predict(x, verbose=0)
     np.testing.assert_array_equal(inference.predict(x, verbose=0), expected)
     artifacts.save_keras(inference, tmp_path / "resnet.keras")

@@ -10,6 +10,8 @@ import numpy as np
 from keras import layers
 from pydantic import Field
 
+from dlintro.models.batchnorm import BatchNorm
+
 # Parameter types for builder signatures: the registry validates config values against them.
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 Positive = Annotated[int, Field(ge=1)]
@@ -23,7 +25,7 @@ InitName = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
 
 def batch_norm_layer(name: str, scale: bool, momentum: float, offset: float) -> layers.Layer:
     """Batch norm whose offset (beta) replaces the preceding layer's bias, as in the BN paper."""
-    return layers.BatchNormalization(
+    return BatchNorm(
         momentum=momentum,
         scale=scale,
         beta_initializer=keras.initializers.Constant(offset),

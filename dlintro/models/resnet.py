@@ -14,6 +14,7 @@ import keras
 from keras import layers
 from pydantic import Field
 
+from dlintro.models.batchnorm import BatchNorm
 from dlintro.models.blocks import Momentum, Positive, check_input, classifier
 from dlintro.models.registry import MODELS
 from dlintro.registry import validated
@@ -75,7 +76,7 @@ def conv_bn(
 
 
 def batch_norm(x: keras.KerasTensor, momentum: float, name: str) -> keras.KerasTensor:
-    return layers.BatchNormalization(momentum=momentum, epsilon=1e-5, name=name)(x)
+    return BatchNorm(momentum=momentum, epsilon=1e-5, name=name)(x)
 
 
 def shortcut(

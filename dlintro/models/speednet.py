@@ -11,6 +11,7 @@ import keras
 from keras import layers
 from pydantic import Field
 
+from dlintro.models.batchnorm import BatchNorm
 from dlintro.models.blocks import (
     Activation,
     InitName,
@@ -82,7 +83,7 @@ def cifar_speednet(
             )(x)  # fmt: skip
             if j == 1:
                 x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-            x = layers.BatchNormalization(
+            x = BatchNorm(
                 momentum=bn_momentum, epsilon=bn_epsilon, scale=False, name=f"block{i}_bn{j}"
             )(x)
             if j == 3:

@@ -8,6 +8,7 @@ from typing import Literal
 import keras
 from keras import layers
 
+from dlintro.models.batchnorm import BatchNorm
 from dlintro.models.blocks import (
     Dropout,
     Positive,
@@ -91,7 +92,7 @@ def torch_conv(
     init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
     x = layers.Conv2D(filters, 3, padding="same", kernel_initializer=init, name=name)(x)
     if batch_norm:  # PyTorch's BatchNorm2d: momentum 0.1 (Keras 0.9), epsilon 1e-5
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+        x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
