@@ -3,10 +3,17 @@
 Keras 3 trains batch norm as separate ops (moments, then the normalization, with casts to
 float32 under mixed precision); TensorFlow's FusedBatchNormV3 does the forward and backward
 pass each in one kernel. Measured on an AMD EPYC Zen 4 (2 cores, oneDNN, no XLA), per training
-step: ResNet-20 float32 409 -> 203 ms (batch 128; bfloat16 207 -> 205), cifar_speednet float32
-2019 -> 1751 ms and bfloat16 1273 -> 1170 ms (batch 512). Under XLA the fused op is slower
-(ResNet-20 float32 488 -> 819 ms), so `BatchNorm` takes the fused path only while `fused(True)`
-is active, which dlintro.loop sets around the forward pass of a step compiled without XLA.
+step: ResNet-20 float32 409 -> 203 ms and bfloat16 208-230 -> 156-163 ms (batch 128),
+cifar_speednet float32 2019 -> 1751 ms and bfloat16 about even (1270 -> 1200-1285 ms; batch
+512), the MNIST BN convnet (gorner_conv_bn,
+batch 100) bfloat16 32 -> 29 ms. Under XLA the fused op is slower (ResNet-20 float32 488 -> 819
+ms), so `BatchNorm` takes the fused path only while `fused(True)` is active, which dlintro.loop
+sets around the forward pass of a step compiled without XLA.
+
+The kernel runs in float32 under mixed precision too, as Keras' layer computes: fed bfloat16
+directly it was 11% faster on ResNet-20 (138-146 ms) but slower than Keras on gorner_conv_bn
+(41-62 ms). Dense (2-D) inputs stay on Keras' ops: reshaped to 4-D for the kernel, the MLP with
+batch norm went from 3.2-3.5 to 4.3 ms per step.
 
 Everywhere else (inference, evaluation, Keras' own `fit`, XLA steps) it *is* Keras'
 BatchNormalization: same config, weights and arithmetic, so a saved model exports as that
@@ -26,7 +33,6 @@ from typing import Any
 import keras
 
 _FUSED: ContextVar[bool] = ContextVar("dlintro_fused_batch_norm", default=False)
-_FLOATS = ("float16", "bfloat16", "float32")
 
 
 @contextlib.contextmanager
@@ -51,7 +57,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         import tensorflow as tf
 
         channels = int(inputs.shape[-1])
-        x = inputs if inputs.dtype.name in _FLOATS else tf.cast(inputs, "float32")
+        x = tf.cast(inputs, "float32")
         ones = tf.ones([channels], "float32")
         scale = tf.cast(self.gamma.value, "float32") if self.scale else ones
         offset = tf.cast(self.beta.value, "float32") if self.center else tf.zeros_like(ones)
