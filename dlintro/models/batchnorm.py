@@ -77,7 +77,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def _fusable(self, inputs: Any, mask: Any) -> bool:
         """The fused kernel computes this layer's training pass: asked for, TensorFlow,
-        channels-last 4-D input, a float type, and none of renorm, sync or masks."""
+        channels-last 4-D input, and none of renorm, sync or masks."""
         return (
             _FUSED.get()
             and keras.backend.backend() == "tensorflow"
