@@ -36,11 +36,9 @@ def _fused_ops(fn: tf.types.experimental.PolymorphicFunction, *args: object) -> 
     return sorted({op.type for op in graph.get_operations() if op.type.startswith("FusedBatch")})
 
 
-@pytest.mark.parametrize(
-    ("policy", "atol"), [("float32", 1e-5), ("mixed_bfloat16", 1e-5)], ids=["f32", "bf16"]
-)
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"], ids=["f32", "bf16"])
 @pytest.mark.parametrize("scale", [True, False], ids=["scale", "noscale"])
-def test_fused_training_pass_computes_what_keras_does(policy: str, atol: float, scale: bool):
+def test_fused_training_pass_computes_what_keras_does(policy: str, scale: bool) -> None:
     keras.mixed_precision.set_global_policy(policy)
     try:
         a, b = _pair(0.9, scale=scale)
@@ -61,10 +59,10 @@ def test_fused_training_pass_computes_what_keras_does(policy: str, atol: float, 
         assert yb.dtype == ya.dtype == tf.as_dtype(a.compute_dtype)
         f32 = lambda t: np.asarray(tf.cast(t, tf.float32))  # noqa: E731
         assert np.abs(f32(ya)).max() > 1.0  # normalized, scaled and shifted: not trivially 0
-        np.testing.assert_allclose(f32(yb), f32(ya), rtol=0, atol=atol * 10)
+        np.testing.assert_allclose(f32(yb), f32(ya), rtol=0, atol=1e-4)
         assert len(ga) == len(gb) == (3 if scale else 2)
         for g_keras, g_fused in zip(ga, gb, strict=True):
-            np.testing.assert_allclose(f32(g_fused), f32(g_keras), rtol=1e-5, atol=atol * 10)
+            np.testing.assert_allclose(f32(g_fused), f32(g_keras), rtol=1e-5, atol=1e-4)
         # the moving averages take the *biased* batch variance, as Keras' do (the kernel's own
         # is unbiased: n / (n - 1) larger, which 1e-4 would see here: n = 240)
         x = f32(tf.cast(X, a.compute_dtype)).reshape(-1, 4).astype(np.float64)  # as the layers saw

@@ -5,10 +5,10 @@ float32 under mixed precision); TensorFlow's FusedBatchNormV3 does the forward a
 pass each in one kernel. Measured on an AMD EPYC Zen 4 (2 cores, oneDNN, no XLA), per training
 step: ResNet-20 float32 409 -> 203 ms and bfloat16 208-230 -> 156-163 ms (batch 128),
 cifar_speednet float32 2019 -> 1751 ms and bfloat16 about even (1270 -> 1200-1285 ms; batch
-512), the MNIST BN convnet (gorner_conv_bn,
-batch 100) bfloat16 32 -> 29 ms. Under XLA the fused op is slower (ResNet-20 float32 488 -> 819
-ms), so `BatchNorm` takes the fused path only while `fused(True)` is active, which dlintro.loop
-sets around the forward pass of a step compiled without XLA.
+512), the MNIST BN convnet (gorner_conv_bn, batch 100) bfloat16 32 -> 29 ms. Under XLA the
+fused op is slower (ResNet-20 float32 488 -> 819 ms), so `BatchNorm` takes the fused path only
+while `fused(True)` is active, which dlintro.loop sets around the forward pass of a step
+compiled without XLA.
 
 The kernel runs in float32 under mixed precision too, as Keras' layer computes: fed bfloat16
 directly it was 11% faster on ResNet-20 (138-146 ms) but slower than Keras on gorner_conv_bn
