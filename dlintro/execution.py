@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dlintro import distribute, models, optim, tune
+from dlintro import distribute, models, optim, tune, tunecache
 from dlintro.config import Config
 from dlintro.loop import StepRunner
 
@@ -67,9 +67,9 @@ def measured(
     with `everything`, measure every option afresh (`dlintro tune`)."""
     key, facts = cache_key(cfg, bundle)
     use_cache = len(options) > 1 and not everything
-    known = tune.cached(key) if use_cache else {}
-    estimates = tune.cached_estimates(key) if use_cache else {}
-    probed = tune.cached_budget(key) if use_cache else 0.0
+    known = tunecache.cached(key) if use_cache else {}
+    estimates = tunecache.cached_estimates(key) if use_cache else {}
+    probed = tunecache.cached_budget(key) if use_cache else 0.0
     probe = Probe(cfg, bundle, total_steps)
     limit = None if everything else tune.budget(total_steps * cfg.data.batch_size)
     try:
@@ -82,7 +82,7 @@ def measured(
     afforded = limit(max(seen.values())) if limit and seen else None
     if seen != known or (afforded is not None and afforded > probed):
         estimates |= {t.choice: t.scouted for t in decision.trials if t.scouted}
-        tune.store(key, facts, seen, estimates, afforded)
+        tunecache.store(key, facts, seen, estimates, afforded)
     return decision
 
 
@@ -96,7 +96,7 @@ def cache_key(cfg: Config, bundle: Any) -> tuple[str, dict[str, Any]]:
         "augment": [a.name for a in cfg.data.augment], "optimizer": cfg.optimizer.name,
         "l2": cfg.train.l2 > 0,
     }  # fmt: skip
-    return tune.cache_key(facts), facts
+    return tunecache.cache_key(facts), facts
 
 
 def agree(strategy: tf.distribute.Strategy, choice: tune.Choice, chief: bool) -> tune.Choice:

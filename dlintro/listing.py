@@ -208,9 +208,9 @@ def _count(name: str, shape: tuple[int, ...], classes: int) -> list[Any]:
 
 def cache_path() -> Path:
     """`$XDG_CACHE_HOME/dlintro/model_counts.json` (else ~/.cache/dlintro/...), beside tune's."""
-    from dlintro import tune
+    from dlintro import tunecache
 
-    return tune.cache_path().with_name("model_counts.json")
+    return tunecache.cache_path().with_name("model_counts.json")
 
 
 @functools.lru_cache(maxsize=1)

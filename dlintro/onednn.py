@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
-from dlintro import tune
+from dlintro import tune, tunecache
 
 ENV = "TF_ENABLE_ONEDNN_OPTS"
 DEFAULT_ON_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -99,7 +99,7 @@ def facts() -> dict[str, Any]:
 
 
 def _cache_path() -> Any:
-    return tune.cache_path().with_name("onednn.json")
+    return tunecache.cache_path().with_name("onednn.json")
 
 
 def _cached(key: str) -> dict[str, dict[str, float]] | None:
@@ -183,7 +183,7 @@ def decide(recorded: Any = None) -> Switch:
         return Switch(None, "off")
     if any(f in tune.cpu_facts()["flags"] for f in DEFAULT_ON_FLAGS):
         return Switch(None, "tensorflow")
-    key = tune.cache_key(facts())
+    key = tunecache.cache_key(facts())
     timings, source = _cached(key), "cache"
     if timings is None:
         try:

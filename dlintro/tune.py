@@ -6,8 +6,8 @@ CPU convolution 5x slower on one CPU and an MLP 2x faster on another; bfloat16 d
 convnet's speed on a CPU with bf16 matrix units (AMX, AVX512_BF16) and is slow elsewhere. So a
 run whose config leaves them `auto` measures the candidates on its own model, batch and input
 path (a few compiled steps each, after a warm-up; see Trainer.measure) and takes the fastest.
-An explicit value always wins and is never probed. Measurements are cached per machine, TensorFlow
-version, model, batch and input path (`<cache>/dlintro/tune.json`), so a second run starts at
+An explicit value always wins and is never probed. Measurements are cached per machine,
+TensorFlow version, model, batch and input path (dlintro.tunecache), so a second run starts at
 once; a run spends about a tenth of its own expected length on probing (4 s to 2 minutes;
 `dlintro tune` measures everything). No TensorFlow here: the measuring is the caller's.
 
@@ -19,13 +19,10 @@ never float16 on a CPU; 1, 10 and 50 steps per call.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +119,7 @@ class Decision:
             "choice": asdict(self.choice),
             "source": self.source,
             "auto": list(self.auto),
-            "trials": [_row(t.choice, t.images_per_second, t.scouted) for t in self.trials],
+            "trials": [trial_row(t.choice, t.images_per_second, t.scouted) for t in self.trials],
         }
 
     @staticmethod
@@ -356,95 +353,7 @@ def budget(total_images: int, fraction: float = BUDGET_FRACTION) -> Callable[[fl
     return seconds
 
 
-# ----------------------------------------------------------------------------- the cache
-
-
-def cache_path() -> Path:
-    """`$XDG_CACHE_HOME/dlintro/tune.json` (else ~/.cache/dlintro/tune.json)."""
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "dlintro" / "tune.json"
-
-
-def cache_key(facts: dict[str, Any]) -> str:
-    """A stable key for what decides the speeds (machine, versions, model, batch, input)."""
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # no cache, or a damaged one: measure again
-    return data if isinstance(data, dict) else {}
-
-
-def _row(choice: Choice, images_per_second: float, scouted: int = 0) -> dict[str, Any]:
+def trial_row(choice: Choice, images_per_second: float, scouted: int = 0) -> dict[str, Any]:
     """A trial as meta.json and the cache record it."""
     row = {**asdict(choice), "images_per_second": round(images_per_second, 1)}
     return row | ({"scouted": scouted} if scouted else {})
-
-
-def _rows(key: str) -> Iterator[tuple[Choice, float, int]]:
-    entry = _read(cache_path()).get(key)
-    for row in entry.get("trials", []) if isinstance(entry, dict) else []:
-        with contextlib.suppress(TypeError, KeyError, ValueError, AttributeError):
-            row = dict(row)
-            ips, scouted = float(row.pop("images_per_second")), int(row.pop("scouted", 0))
-            yield Choice(**row), ips, scouted
-
-
-def cached(key: str) -> dict[Choice, float]:
-    """The speeds stored under `key` ({} when none or unreadable), estimates included."""
-    return {choice: ips for choice, ips, _ in _rows(key)}
-
-
-def cached_estimates(key: str) -> dict[Choice, int]:
-    """The stored speeds under `key` that are scouts' estimates: the images each was taken on."""
-    return {choice: n for choice, _, n in _rows(key) if n}
-
-
-def cached_budget(key: str) -> float:
-    """The largest probing budget (seconds) the measurements under `key` were taken with; 0
-    for an entry that does not say (so a longer run measures what it lacks)."""
-    entry = _read(cache_path()).get(key)
-    try:
-        return float(entry.get("budget_seconds", 0.0)) if isinstance(entry, dict) else 0.0
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def store(
-    key: str,
-    facts: dict[str, Any],
-    measured: dict[Choice, float],
-    estimates: dict[Choice, int] | None = None,
-    budget_seconds: float | None = None,
-) -> None:
-    """Merge `measured` into the cache under `key` (best effort: a read-only cache is skipped);
-    `estimates` marks the scouted ones, `budget_seconds` is the probing budget they were taken
-    with (None: `dlintro tune`, every option measured)."""
-    path = cache_path()
-    scouted = estimates or {}
-    with contextlib.suppress(OSError), _locked(path):
-        data = _read(path)
-        rows = [_row(c, v, scouted.get(c, 0)) for c, v in measured.items()]
-        old = data.get(key) if isinstance(data.get(key), dict) else {}
-        spent = BUDGET_MAX_SECONDS * 1e3 if budget_seconds is None else budget_seconds
-        with contextlib.suppress(TypeError, ValueError):
-            spent = max(spent, float(old.get("budget_seconds", 0.0)))
-        data[key] = {
-            "facts": facts, "trials": rows, "budget_seconds": round(spent, 1),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }  # fmt: skip
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlintro import onednn, tune
+from dlintro import onednn, tune, tunecache
 
 FAST_ON = {"on": {"conv": 10.0, "dense": 2.0}, "off": {"conv": 20.0, "dense": 2.0}}
 
@@ -72,7 +72,7 @@ def test_a_resumed_run_keeps_its_recorded_switch(tmp_path: Path) -> None:
 
 
 def test_cached_timings_decide_without_measuring(tmp_path: Path) -> None:
-    key = tune.cache_key(onednn.facts())
+    key = tunecache.cache_key(onednn.facts())
     cache = tmp_path / "dlintro" / "onednn.json"
     cache.parent.mkdir(parents=True)
     slow_on = {"on": {"conv": 30.0, "dense": 3.0}, "off": {"conv": 20.0, "dense": 2.0}}
@@ -100,7 +100,7 @@ def test_the_probe_measures_both_settings_in_child_processes() -> None:
 def test_train_decides_the_switch_before_anything_imports_tensorflow(tmp_path: Path) -> None:
     """A real `dlintro train` process records the cached decision: had the config's checks
     imported TensorFlow first, the switch would come too late and meta.json would say "off"."""
-    key = tune.cache_key(onednn.facts())
+    key = tunecache.cache_key(onednn.facts())
     (tmp_path / "dlintro").mkdir()
     (tmp_path / "dlintro" / "onednn.json").write_text(json.dumps({key: FAST_ON}))
     config = tmp_path / "tiny.yaml"

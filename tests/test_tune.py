@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dlintro import config, tune
+from dlintro import config, tune, tunecache
 from dlintro.tune import Choice
 from tests.conftest import synthetic_config
 
@@ -159,22 +159,26 @@ def test_only_one_candidate_is_not_measured() -> None:
 
 def test_cache_round_trip_and_damage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert tune.cache_path() == tmp_path / "dlintro" / "tune.json"
-    key = tune.cache_key({"model": "m", "batch": 32})
-    assert key == tune.cache_key({"batch": 32, "model": "m"}) != tune.cache_key({"batch": 64})
-    assert tune.cached(key) == {}
+    assert tunecache.cache_path() == tmp_path / "dlintro" / "tune.json"
+    key = tunecache.cache_key({"model": "m", "batch": 32})
+    assert (
+        key
+        == tunecache.cache_key({"batch": 32, "model": "m"})
+        != tunecache.cache_key({"batch": 64})
+    )
+    assert tunecache.cached(key) == {}
     measured = {Choice(False, "float32", 10): 1234.5, Choice(True, "mixed_bfloat16", 1): 99.0}
-    tune.store(key, {"model": "m"}, measured)
-    assert tune.cached(key) == measured
-    assert tune.cached("another") == {}
-    tune.cache_path().write_text("{not json")
-    assert tune.cached(key) == {}  # a damaged cache is measured again, not an error
-    tune.store(key, {"model": "m"}, measured)
-    assert tune.cached(key) == measured
-    assert tune.cached_estimates(key) == {}
-    tune.store(key, {"model": "m"}, measured, {Choice(True, "mixed_bfloat16", 1): 64})
-    assert tune.cached(key) == measured  # estimates are speeds like the others
-    assert tune.cached_estimates(key) == {Choice(True, "mixed_bfloat16", 1): 64}
+    tunecache.store(key, {"model": "m"}, measured)
+    assert tunecache.cached(key) == measured
+    assert tunecache.cached("another") == {}
+    tunecache.cache_path().write_text("{not json")
+    assert tunecache.cached(key) == {}  # a damaged cache is measured again, not an error
+    tunecache.store(key, {"model": "m"}, measured)
+    assert tunecache.cached(key) == measured
+    assert tunecache.cached_estimates(key) == {}
+    tunecache.store(key, {"model": "m"}, measured, {Choice(True, "mixed_bfloat16", 1): 64})
+    assert tunecache.cached(key) == measured  # estimates are speeds like the others
+    assert tunecache.cached_estimates(key) == {Choice(True, "mixed_bfloat16", 1): 64}
 
 
 def test_a_cache_hit_decides_a_run_at_once() -> None:
@@ -212,13 +216,13 @@ def test_a_longer_run_measures_what_a_short_run_left_out(
     assert decision.source == "measured" and decision.choice.precision == "mixed_bfloat16"
     assert seen[Choice(False, "float32", 10)] == 500.0  # the cached speed is kept
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    key = tune.cache_key({"model": "m"})
-    tune.store(key, {"model": "m"}, known, budget_seconds=4.0)
-    assert tune.cached_budget(key) == 4.0
-    tune.store(key, {"model": "m"}, seen, budget_seconds=120.0)
-    tune.store(key, {"model": "m"}, seen, budget_seconds=4.0)  # a later short run
-    assert tune.cached_budget(key) == 120.0 and tune.cached(key) == seen
-    assert tune.cached_budget("absent") == 0.0
+    key = tunecache.cache_key({"model": "m"})
+    tunecache.store(key, {"model": "m"}, known, budget_seconds=4.0)
+    assert tunecache.cached_budget(key) == 4.0
+    tunecache.store(key, {"model": "m"}, seen, budget_seconds=120.0)
+    tunecache.store(key, {"model": "m"}, seen, budget_seconds=4.0)  # a later short run
+    assert tunecache.cached_budget(key) == 120.0 and tunecache.cached(key) == seen
+    assert tunecache.cached_budget("absent") == 0.0
 
 
 def scouting(full: dict[tuple[bool, str], float], small: dict[tuple[bool, str], float]):
