@@ -24,14 +24,14 @@ def modules(package: Path) -> dict[str, Path]:
     return found
 
 
-def _imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, str]]:
-    """(module, imported name) pairs of every import in the file, at any depth; the name is ''
-    for a whole module."""
+def _imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, str, str]]:
+    """(module, imported name, local name) for every import in the file, at any depth; the
+    imported name is '' for a whole module, the local name '' where none names the module."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    pairs = []
+    found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            pairs += [(alias.name, "") for alias in node.names if alias.name in known]
+            found += [(a.name, "", a.asname or "") for a in node.names if a.name in known]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -40,15 +40,16 @@ def _imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, s
             for alias in node.names:
                 full = f"{base}.{alias.name}"
                 if full in known:
-                    pairs.append((full, ""))
+                    found.append((full, "", alias.asname or alias.name))
                 elif base in known:
-                    pairs.append((base, alias.name))
-    return pairs
+                    found.append((base, alias.name, ""))
+    return found
 
 
 def import_graph(known: dict[str, Path]) -> dict[str, set[str]]:
     return {
-        name: {m for m, _ in _imports(name, path, known)} - {name} for name, path in known.items()
+        name: {m for m, _, _ in _imports(name, path, known)} - {name}
+        for name, path in known.items()
     }
 
 
@@ -77,27 +78,20 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def private_uses(known: dict[str, Path]) -> list[str]:
     """'module: other._name' for every private name of another module imported or read."""
-    bad = []
+    bad = set()
     for name, path in known.items():
-        pairs = _imports(name, path, known)
-        bad += [f"{name}: {m}.{attr}" for m, attr in pairs if attr.startswith("_") and m != name]
-        aliases = {}
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                for alias in node.names:
-                    full = f"{node.module}.{alias.name}"
-                    if full in known:
-                        aliases[alias.asname or alias.name] = full
+        imports = _imports(name, path, known)
+        bad |= {f"{name}: {m}.{attr}" for m, attr, _ in imports if attr.startswith("_")}
+        local = {as_: m for m, attr, as_ in imports if as_ and not attr and m != name}
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Attribute)
                 and isinstance(node.value, ast.Name)
-                and node.value.id in aliases
+                and node.value.id in local
                 and node.attr.startswith("_")
-                and aliases[node.value.id] != name
             ):
-                bad.append(f"{name}: {aliases[node.value.id]}.{node.attr}")
-    return sorted(b for b in set(bad) if not b.rsplit(".", 1)[1].startswith("__"))
+                bad.add(f"{name}: {local[node.value.id]}.{node.attr}")
+    return sorted(b for b in bad if not b.rsplit(".", 1)[1].startswith("__"))
 
 
 @pytest.fixture
