@@ -67,9 +67,8 @@ def measured(
     with `everything`, measure every option afresh (`dlintro tune`)."""
     key, facts = cache_key(cfg, bundle)
     use_cache = len(options) > 1 and not everything
-    known = tunecache.cached(key) if use_cache else {}
-    estimates = tunecache.cached_estimates(key) if use_cache else {}
-    probed = tunecache.cached_budget(key) if use_cache else 0.0
+    entry = tunecache.lookup(key) if use_cache else tunecache.Entry()
+    known, estimates, probed = entry.speeds, dict(entry.estimates), entry.budget_seconds
     probe = Probe(cfg, bundle, total_steps)
     limit = None if everything else tune.budget(total_steps * cfg.data.batch_size)
     try:

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +46,39 @@ def _read(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _rows(key: str) -> Iterator[tuple[Choice, float, int]]:
+@dataclass(frozen=True)
+class Entry:
+    """What the cache holds for one key: the speeds (estimates included), which of them are
+    scouts' estimates (the images each was taken on), and the largest probing budget (seconds)
+    they were taken with (0 when the entry does not say: a longer run measures what it lacks)."""
+
+    speeds: dict[Choice, float] = field(default_factory=dict)
+    estimates: dict[Choice, int] = field(default_factory=dict)
+    budget_seconds: float = 0.0
+
+
+def lookup(key: str) -> Entry:
+    """The entry under `key`, read once; an empty Entry when there is none or it is unreadable
+    (a damaged row is skipped, a damaged file is an empty cache)."""
     entry = _read(cache_path()).get(key)
-    for row in entry.get("trials", []) if isinstance(entry, dict) else []:
+    if not isinstance(entry, dict):
+        return Entry()
+    speeds: dict[Choice, float] = {}
+    estimates: dict[Choice, int] = {}
+    rows = entry.get("trials", [])
+    for row in rows if isinstance(rows, list) else []:
         with contextlib.suppress(TypeError, KeyError, ValueError, AttributeError):
             row = dict(row)
             ips, scouted = float(row.pop("images_per_second")), int(row.pop("scouted", 0))
-            yield Choice(**row), ips, scouted
-
-
-def cached(key: str) -> dict[Choice, float]:
-    """The speeds stored under `key` ({} when none or unreadable), estimates included."""
-    return {choice: ips for choice, ips, _ in _rows(key)}
-
-
-def cached_estimates(key: str) -> dict[Choice, int]:
-    """The stored speeds under `key` that are scouts' estimates: the images each was taken on."""
-    return {choice: n for choice, _, n in _rows(key) if n}
-
-
-def cached_budget(key: str) -> float:
-    """The largest probing budget (seconds) the measurements under `key` were taken with; 0
-    for an entry that does not say (so a longer run measures what it lacks)."""
-    entry = _read(cache_path()).get(key)
+            choice = Choice(**row)
+            speeds[choice] = ips
+            if scouted:
+                estimates[choice] = scouted
     try:
-        return float(entry.get("budget_seconds", 0.0)) if isinstance(entry, dict) else 0.0
+        budget = float(entry.get("budget_seconds", 0.0))
     except (TypeError, ValueError):
-        return 0.0
+        budget = 0.0
+    return Entry(speeds, estimates, budget)
 
 
 def store(

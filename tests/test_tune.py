@@ -166,19 +166,28 @@ def test_cache_round_trip_and_damage(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         == tunecache.cache_key({"batch": 32, "model": "m"})
         != tunecache.cache_key({"batch": 64})
     )
-    assert tunecache.cached(key) == {}
+    assert tunecache.lookup(key).speeds == {}
     measured = {Choice(False, "float32", 10): 1234.5, Choice(True, "mixed_bfloat16", 1): 99.0}
     tunecache.store(key, {"model": "m"}, measured)
-    assert tunecache.cached(key) == measured
-    assert tunecache.cached("another") == {}
+    assert tunecache.lookup(key).speeds == measured
+    assert tunecache.lookup("another").speeds == {}
     tunecache.cache_path().write_text("{not json")
-    assert tunecache.cached(key) == {}  # a damaged cache is measured again, not an error
+    assert tunecache.lookup(key).speeds == {}  # a damaged cache is measured again, not an error
     tunecache.store(key, {"model": "m"}, measured)
-    assert tunecache.cached(key) == measured
-    assert tunecache.cached_estimates(key) == {}
+    assert tunecache.lookup(key).speeds == measured
+    assert tunecache.lookup(key).estimates == {}
     tunecache.store(key, {"model": "m"}, measured, {Choice(True, "mixed_bfloat16", 1): 64})
-    assert tunecache.cached(key) == measured  # estimates are speeds like the others
-    assert tunecache.cached_estimates(key) == {Choice(True, "mixed_bfloat16", 1): 64}
+    assert tunecache.lookup(key).speeds == measured  # estimates are speeds like the others
+    assert tunecache.lookup(key).estimates == {Choice(True, "mixed_bfloat16", 1): 64}
+    # one damaged row and a damaged budget: the good row is kept, the budget reads as 0
+    data = json.loads(tunecache.cache_path().read_text())
+    data[key]["trials"][0] = {"jit_compile": False, "images_per_second": "fast"}
+    data[key]["budget_seconds"] = "long"
+    tunecache.cache_path().write_text(json.dumps(data))
+    entry = tunecache.lookup(key)
+    assert entry.speeds == {Choice(True, "mixed_bfloat16", 1): 99.0}
+    assert entry.estimates == {Choice(True, "mixed_bfloat16", 1): 64}
+    assert entry.budget_seconds == 0.0
 
 
 def test_a_cache_hit_decides_a_run_at_once() -> None:
@@ -218,11 +227,11 @@ def test_a_longer_run_measures_what_a_short_run_left_out(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     key = tunecache.cache_key({"model": "m"})
     tunecache.store(key, {"model": "m"}, known, budget_seconds=4.0)
-    assert tunecache.cached_budget(key) == 4.0
+    assert tunecache.lookup(key).budget_seconds == 4.0
     tunecache.store(key, {"model": "m"}, seen, budget_seconds=120.0)
     tunecache.store(key, {"model": "m"}, seen, budget_seconds=4.0)  # a later short run
-    assert tunecache.cached_budget(key) == 120.0 and tunecache.cached(key) == seen
-    assert tunecache.cached_budget("absent") == 0.0
+    assert tunecache.lookup(key).budget_seconds == 120.0 and tunecache.lookup(key).speeds == seen
+    assert tunecache.lookup("absent").budget_seconds == 0.0
 
 
 def scouting(full: dict[tuple[bool, str], float], small: dict[tuple[bool, str], float]):
