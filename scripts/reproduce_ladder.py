@@ -13,7 +13,8 @@ name, so a partial rerun updates only what it ran) and results/ladder.md.
 CIFAR-10 rows train from the official archive, or offline from the JPEG copy of a data directory
 (`cifar10_jpeg/`, see scripts/offline_data.py). `--steps N` makes a budget run: N steps instead
 of the full recipe, labelled as such, with the steady-state speed and what the full recipe
-would take on this machine. `--from-run` records a row from a finished run directory instead
+would take on this machine (measured after `dlintro tune`, so in the precision and settings a
+full run would choose). `--from-run` records a row from a finished run directory instead
 of training (a run trained by hand, or across sittings with `dlintro train --resume`: the row
 says how many times it was resumed).
 """
@@ -76,26 +77,36 @@ CIFAR: dict[str, tuple[float, str]] = {
 
 
 def run_one(name: str, data_dir: str | None, out: Path, steps: int | None = None) -> dict:
-    """Train configs/<name>.yaml in a new process and collect what the run recorded."""
+    """Train configs/<name>.yaml in a new process and collect what the run recorded. A budget
+    run (`steps`) is preceded by `dlintro tune`, which measures every `auto` candidate and
+    fills the cache the run then decides from: a run of a few dozen steps can afford to time
+    only its first candidate (float32), and its row should show the speed, and the hours, of
+    the precision the full recipe would choose."""
     from dlintro import config
 
     run_dir = out / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = ["dlintro", "train", f"configs/{name}.yaml"]
     cfg = config.load(ROOT / "configs" / f"{name}.yaml")
+    options = [f"configs/{name}.yaml"]
     for override in data_overrides(cfg.data.dataset, data_dir):
-        command += ["--set", override]
-    if steps:
-        command += ["--steps", str(steps)]
+        options += ["--set", override]
     if data_dir:
-        command += ["--data-dir", data_dir]
-    argv = [sys.executable, "-m", "dlintro", *command[1:], "--run-dir", str(run_dir)]
-    log = out / "logs" / f"{name}.log"
+        options += ["--data-dir", data_dir]
+    if steps:
+        dlintro(name, ["tune", *options], out / "logs" / f"{name}.tune.log")
+    extra = ["--steps", str(steps)] if steps else []
+    dlintro(name, ["train", *options, *extra, "--run-dir", str(run_dir)],
+            out / "logs" / f"{name}.log")  # fmt: skip
+    return row_from_run(name, run_dir)
+
+
+def dlintro(name: str, arguments: list[str], log: Path) -> None:
+    """Run `dlintro ARGUMENTS` in a new process from the project's root, output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "dlintro", *arguments]
     with log.open("w") as f:
         proc = subprocess.run(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"{name}: dlintro train exited {proc.returncode}; see {log}")
-    return row_from_run(name, run_dir)
+        raise SystemExit(f"{name}: dlintro {arguments[0]} exited {proc.returncode}; see {log}")
 
 
 def row_from_run(name: str, run_dir: Path) -> dict:

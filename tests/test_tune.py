@@ -419,6 +419,16 @@ def test_tune_command_prints_every_candidate(measuring: None, tmp_path: Path) ->
     assert report["cpu"]["model"]
     result = CliRunner().invoke(app, ["tune", str(cfg)])
     assert result.exit_code == 0 and "<- auto" in result.stdout
+    # a short run after it decides from what tune measured, measuring nothing itself
+    # (scripts/reproduce_ladder.py relies on this for its budget rows)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(cfg), "--steps", "5", "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.stderr
+    execution = json.loads((run_dir / "meta.json").read_text())["execution"]
+    assert execution["source"] == "cache"
+    (key,) = json.loads(tunecache.cache_path().read_text())  # the config's one entry
+    speeds = tunecache.lookup(key).speeds  # as the second tune measured them
+    assert Choice(**{k: execution["choice"][k] for k in tune.KEYS}) == max(speeds, key=speeds.get)
 
 
 def test_a_run_from_before_auto_resumes_with_its_plans_settings(tmp_path: Path) -> None:
