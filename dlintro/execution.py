@@ -49,10 +49,15 @@ def choose(
     return decision
 
 
-def measure_all(cfg: Config, bundle: Any, total_steps: int) -> tune.Decision:
-    """Every candidate of the config's `auto` keys measured afresh (`dlintro tune`)."""
+def measure_only(
+    cfg: Config, bundle: Any, total_steps: int, everything: bool = True
+) -> tune.Decision:
+    """The decision without training (`dlintro tune`): every candidate of the config's `auto`
+    keys measured afresh, or (not `everything`) decided as a training run of the config would
+    decide it, within its probing budget and from the cache where that suffices."""
     options = tune.candidates(cfg.train, tune.cpu_facts(), distribute.gpu_facts())
-    return measured(cfg, bundle, total_steps, options, tune.auto_keys(cfg.train), everything=True)
+    auto = tune.auto_keys(cfg.train)
+    return measured(cfg, bundle, total_steps, options, auto, everything=everything)
 
 
 def measured(

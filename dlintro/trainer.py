@@ -145,12 +145,13 @@ class Trainer:
                   "steps_per_execution": c.steps_per_execution}  # fmt: skip
         self.run_cfg = self.run_cfg.model_copy(update={"train": train.model_copy(update=update)})
 
-    def measure_execution(self) -> tune.Decision:
-        """Every execution candidate of the config's `auto` keys measured afresh on its model,
-        batch and input path (no training; the cache is updated): `dlintro tune`."""
+    def measure_execution(self, everything: bool = True) -> tune.Decision:
+        """The execution candidates of the config's `auto` keys measured on its model, batch
+        and input path, all afresh or (not `everything`) as this run would (no training; the
+        cache is updated): `dlintro tune`."""
         self.build_strategy()
         self.build_data()
-        return execution.measure_all(self.run_cfg, self.bundle, self.total_steps)
+        return execution.measure_only(self.run_cfg, self.bundle, self.total_steps, everything)
 
     def build_model(self) -> None:
         """net: what trains and what checkpoints hold (auxiliary outputs included); model: its

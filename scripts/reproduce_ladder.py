@@ -13,10 +13,10 @@ name, so a partial rerun updates only what it ran) and results/ladder.md.
 CIFAR-10 rows train from the official archive, or offline from the JPEG copy of a data directory
 (`cifar10_jpeg/`, see scripts/offline_data.py). `--steps N` makes a budget run: N steps instead
 of the full recipe, labelled as such, with the steady-state speed and what the full recipe
-would take on this machine (measured after `dlintro tune`, so in the precision and settings a
-full run would choose). `--from-run` records a row from a finished run directory instead
-of training (a run trained by hand, or across sittings with `dlintro train --resume`: the row
-says how many times it was resumed).
+would take on this machine (after `dlintro tune --as-run`, which probes as the full recipe's
+run would: so in the settings a full run would choose). `--from-run` records a row from a
+finished run directory instead of training (a run trained by hand, or across sittings with
+`dlintro train --resume`: the row says how many times it was resumed).
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ CIFAR: dict[str, tuple[float, str]] = {
 
 def run_one(name: str, data_dir: str | None, out: Path, steps: int | None = None) -> dict:
     """Train configs/<name>.yaml in a new process and collect what the run recorded. A budget
-    run (`steps`) is preceded by `dlintro tune`, which measures every `auto` candidate and
-    fills the cache the run then decides from: a run of a few dozen steps can afford to time
-    only its first candidate (float32), and its row should show the speed, and the hours, of
-    the precision the full recipe would choose."""
+    run (`steps`) is preceded by `dlintro tune --as-run`, which probes as the full recipe's run
+    would (its budget) and fills the cache the budget run then decides from: a run of a few
+    dozen steps can afford to time only its first candidate (float32), and its row should show
+    the speed, and the hours, of the settings the full recipe would choose."""
     from dlintro import config
 
     run_dir = out / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -92,7 +92,7 @@ def run_one(name: str, data_dir: str | None, out: Path, steps: int | None = None
     if data_dir:
         options += ["--data-dir", data_dir]
     if steps:
-        dlintro(name, ["tune", *options], out / "logs" / f"{name}.tune.log")
+        dlintro(name, ["tune", "--as-run", *options], out / "logs" / f"{name}.tune.log")
     extra = ["--steps", str(steps)] if steps else []
     dlintro(name, ["train", *options, *extra, "--run-dir", str(run_dir)],
             out / "logs" / f"{name}.log")  # fmt: skip

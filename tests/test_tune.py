@@ -419,16 +419,38 @@ def test_tune_command_prints_every_candidate(measuring: None, tmp_path: Path) ->
     assert report["cpu"]["model"]
     result = CliRunner().invoke(app, ["tune", str(cfg)])
     assert result.exit_code == 0 and "<- auto" in result.stdout
-    # a short run after it decides from what tune measured, measuring nothing itself
-    # (scripts/reproduce_ladder.py relies on this for its budget rows)
+
+
+def test_tune_as_run_decides_as_the_run_would_and_the_run_reuses_it(
+    measuring: None, tmp_path: Path
+) -> None:
+    """`dlintro tune --as-run` probes within the run's budget; a second decides from the cache,
+    and so does a short run after it (scripts/reproduce_ladder.py relies on this)."""
+    from typer.testing import CliRunner
+
+    from dlintro.cli import app
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "name: tiny\ndata: {dataset: synthetic, params: {num_train: 160, num_test: 32}, "
+        "batch_size: 16}\nmodel: {name: mlp, params: {hidden: [16]}}\n"
+        "train: {steps: 30, jit_compile: false}\n"
+    )  # steps per call left auto: several candidates on every CPU
+    reports = []
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["tune", str(cfg), "--as-run", "--json"])
+        assert result.exit_code == 0, result.stderr
+        reports.append(json.loads(result.stdout))
+    first, second = reports
+    assert first["source"] == "measured" and second["source"] == "cache"
+    assert second["trials"] == first["trials"] and second["choice"] == first["choice"]
+    result = CliRunner().invoke(app, ["tune", str(cfg), "--as-run"])
+    assert result.exit_code == 0 and "(cached img/s: XLA off fp32 x10 " in result.stdout
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", str(cfg), "--steps", "5", "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.stderr
     execution = json.loads((run_dir / "meta.json").read_text())["execution"]
-    assert execution["source"] == "cache"
-    (key,) = json.loads(tunecache.cache_path().read_text())  # the config's one entry
-    speeds = tunecache.lookup(key).speeds  # as the second tune measured them
-    assert Choice(**{k: execution["choice"][k] for k in tune.KEYS}) == max(speeds, key=speeds.get)
+    assert execution["source"] == "cache" and execution["choice"] == first["choice"]
 
 
 def test_a_run_from_before_auto_resumes_with_its_plans_settings(tmp_path: Path) -> None:

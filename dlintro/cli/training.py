@@ -203,13 +203,22 @@ def tune_(
     ],
     set_: SetOpt = None,
     data_dir: DataDirOpt = None,
+    as_run: Annotated[
+        bool,
+        typer.Option(
+            "--as-run",
+            help="Decide as `dlintro train` would: within the run's probing budget (a tenth of "
+            "its expected time, 4 s to 2 minutes), from the cache where that suffices.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Measure what `auto` would choose for XLA, precision and steps per call, without training.
 
     Every candidate of the config's auto keys runs a few compiled steps of the real model,
     batch and input path; the table shows images/s, and the cache that `train` reads is
-    updated. Explicit values in the config (or --set) are not probed.
+    updated. Explicit values in the config (or --set) are not probed. With --as-run, only
+    what the training run would measure is measured (and a later run decides from the cache).
 
     Example: dlintro tune configs/mnist_conv.yaml
     """
@@ -221,7 +230,7 @@ def tune_(
 
     trainer = Trainer(cfg, data_dir)
     try:
-        decision = trainer.measure_execution()
+        decision = trainer.measure_execution(everything=not as_run)
     finally:
         trainer.close()
     cpu = tune.cpu_facts()
@@ -244,6 +253,8 @@ def tune_(
             f"{trial.images_per_second:,.0f}", "<- auto" if c == decision.choice else "",
         )  # fmt: skip
     out.print(table)
+    if as_run:
+        out.print(decision.line(), markup=False)
 
 
 @app.command("env")
