@@ -397,17 +397,24 @@ def test_measuring_off_takes_keras_defaults() -> None:
     assert tune.unmeasured(half) == Choice(True, "float32", 1)
 
 
-def test_tune_command_prints_every_candidate(measuring: None, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from dlintro.cli import app
-
+def tiny_yaml(tmp_path: Path) -> Path:
+    """A tiny config file for the CLI: XLA fixed off, precision and steps per call left auto
+    (several candidates on every CPU)."""
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(
         "name: tiny\ndata: {dataset: synthetic, params: {num_train: 160, num_test: 32}, "
         "batch_size: 16}\nmodel: {name: mlp, params: {hidden: [16]}}\n"
         "train: {steps: 30, jit_compile: false}\n"
     )
+    return cfg
+
+
+def test_tune_command_prints_every_candidate(measuring: None, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dlintro.cli import app
+
+    cfg = tiny_yaml(tmp_path)
     result = CliRunner().invoke(app, ["tune", str(cfg), "--json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -430,12 +437,7 @@ def test_tune_as_run_decides_as_the_run_would_and_the_run_reuses_it(
 
     from dlintro.cli import app
 
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(
-        "name: tiny\ndata: {dataset: synthetic, params: {num_train: 160, num_test: 32}, "
-        "batch_size: 16}\nmodel: {name: mlp, params: {hidden: [16]}}\n"
-        "train: {steps: 30, jit_compile: false}\n"
-    )  # steps per call left auto: several candidates on every CPU
+    cfg = tiny_yaml(tmp_path)
     reports = []
     for _ in range(2):
         result = CliRunner().invoke(app, ["tune", str(cfg), "--as-run", "--json"])
