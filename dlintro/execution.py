@@ -8,7 +8,9 @@ takes its choice, so that all of them run the same program.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -122,8 +124,11 @@ def agree(strategy: tf.distribute.Strategy, choice: tune.Choice, chief: bool) ->
 class Probe:
     """Times candidates on throwaway copies of a run's model and optimizer, on one device."""
 
-    def __init__(self, cfg: Config, bundle: Any, total_steps: int) -> None:
-        self.cfg, self.bundle, self.total_steps = cfg, bundle, total_steps
+    def __init__(
+        self, cfg: Config, bundle: Any, total_steps: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:  # fmt: skip
+        self.cfg, self.bundle, self.total_steps, self.clock = cfg, bundle, total_steps, clock
         self._current: Any = None  # ((jit, precision), runner, feed, [step])
 
     def _build(self, choice: tune.Choice) -> StepRunner:
@@ -150,25 +155,25 @@ class Probe:
 
     def scout(self, choice: tune.Choice) -> float:
         """Training images per second of the choice's XLA and precision on the first
-        SCOUT_IMAGES examples of the run's first batch (the real input path: gather,
+        tune.scout_images(batch) examples of the run's first batch (the real input path: gather,
         augmentation, normalization, model, optimizer): a warm-up step, then one timed step,
         on a throwaway runner of its own (its own traces, so nothing is retraced). Seconds
         where a full step of a slow candidate takes minutes (tune.decide)."""
-        feed = self.bundle.feed(0)
+        feed, n = self.bundle.feed(0), tune.scout_images(self.cfg.data.batch_size)
         if feed.rows is not None:
             xs, ys = feed.rows(0)[0]
-            x, y = xs[0, : tune.SCOUT_IMAGES], ys[0, : tune.SCOUT_IMAGES]
+            x, y = xs[0, :n], ys[0, :n]
         else:
             x, y = next(feed.iterator)
-            x, y = x[: tune.SCOUT_IMAGES], y[: tune.SCOUT_IMAGES]
+            x, y = x[:n], y[:n]
         batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
         runner = self._build(choice)
         if runner.run_steps(batches, 1) != 1:  # warm-up: traces and compiles
             return 0.0
-        t0 = time.perf_counter()
+        t0 = self.clock()
         if runner.run_steps(batches, 1) != 1:
             return 0.0
-        return int(x.shape[0]) / (time.perf_counter() - t0)
+        return int(x.shape[0]) / (self.clock() - t0)
 
     def measure(
         self, choice: tune.Choice, min_seconds: float = 0.5, max_call_seconds: float = 2.0
@@ -177,9 +182,11 @@ class Probe:
         compiles), one timed step, with XLA a warm-up call of its steps per call (XLA compiles
         each step count once), then such calls for at least 3 calls and `min_seconds`; 0 when
         the loss is not finite. A candidate whose full call would take over `max_call_seconds`
-        is judged by its one timed step (it cannot be the fastest, and timing it in full could
-        take minutes: XLA convolutions on some CPUs). The run's own model is built afterwards,
-        from the seed: the probe never changes what is trained."""
+        is judged by single steps (timing it in full could take minutes: XLA convolutions on
+        some CPUs): the median of three, or its one timed step if that took longer than
+        `max_call_seconds` (a deep net's steps are noisy one by one; a slow step cannot win).
+        The run's own model is built afterwards, from the seed: the probe never changes what
+        is trained."""
         _, runner, feed, position = self._runner(choice)
         spe, batch = self.bundle.steps_per_epoch, self.cfg.data.batch_size
 
@@ -188,10 +195,10 @@ class Probe:
             finite."""
             step = position[0]
             n = feed.chunk(step, min(steps, spe - step % spe))
-            t0 = time.perf_counter()
+            t0 = self.clock()
             done = feed.run(runner, step, n)
             position[0] += done
-            return (n, time.perf_counter() - t0) if done == n else (0, 0.0)
+            return (n, self.clock() - t0) if done == n else (0, 0.0)
 
         if not call(1)[0]:  # warm-up: traces and compiles
             return 0.0
@@ -199,19 +206,26 @@ class Probe:
         if not done:
             return 0.0
         if seconds * choice.steps_per_execution > max_call_seconds:
-            return batch / seconds
+            # single steps only: the median of three where a step is short, one where it is not
+            times = [seconds]
+            while len(times) < 3 and seconds <= max_call_seconds:
+                done, seconds = call(1)
+                if not done:
+                    return 0.0
+                times.append(seconds)
+            return batch / statistics.median(times)
         # XLA compiles a loop again for each number of steps: warm up the measured one too
         # (without XLA the step count is only a loop bound: nothing to warm up, and the call
         # saved lets a short run's budget reach its second candidate)
         if choice.jit_compile and not call(choice.steps_per_execution)[0]:
             return 0.0
-        steps, calls, t0 = 0, 0, time.perf_counter()
-        while calls < 3 or time.perf_counter() - t0 < min_seconds:
+        steps, calls, t0 = 0, 0, self.clock()
+        while calls < 3 or self.clock() - t0 < min_seconds:
             done, _ = call(choice.steps_per_execution)
             if not done:
                 return 0.0
             steps, calls = steps + done, calls + 1
-        return steps * batch / (time.perf_counter() - t0)
+        return steps * batch / (self.clock() - t0)
 
     def close(self) -> None:
         """Drop the throwaway model and restore the default precision policy."""

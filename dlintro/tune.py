@@ -39,12 +39,17 @@ BUDGET_MAX_SECONDS = 120.0
 # times one candidate, and a 2-hour run after it should still compare bfloat16.
 REPROBE_FACTOR = 2.0
 PROBE_SECONDS = 1.0  # the least one measurement is taken to cost (warm-up, then 0.5 s or more)
-# Scouting: where the fastest full step so far takes SCOUT_STEP_SECONDS or more, another (XLA,
-# precision) pair is first timed on SCOUT_IMAGES images of the real batch; one that is over
-# SCOUT_FACTOR times slower there is not measured in full (its estimate is recorded instead):
-# one full-batch XLA step of the CIFAR speed net took 4 minutes on an AVX-512 EPYC.
-SCOUT_STEP_SECONDS = 2.0
-SCOUT_IMAGES = 64
+# Scouting: one full-batch XLA training step of a convnet can take minutes on a CPU (the CIFAR
+# speed net: 4 minutes on an AVX-512 EPYC; VGG-16-BN: about 200 times its step without XLA).
+# So where the fastest full step so far takes SCOUT_STEP_SECONDS or more and a candidate
+# SCOUT_WORST times slower could not take its two full steps (warm-up, timed) in the seconds
+# left, another (XLA, precision) pair is first timed on scout_images(batch) images of the real
+# batch. One that is SCOUT_FACTOR times slower there, or slower and unable to take its two full
+# steps in the seconds left, is not measured in full (its estimate is recorded instead).
+SCOUT_STEP_SECONDS = 0.1
+SCOUT_WORST = 200.0
+SCOUT_SHARE = 16  # a scout takes 1/16 of the batch: the work of a sixteenth of a step
+SCOUT_IMAGES = (4, 64)  # but at least 4 images and at most 64
 SCOUT_FACTOR = 4.0
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -262,10 +267,11 @@ def decide(
     were taken with: a run allowed more than REPROBE_FACTOR times that measures the (XLA,
     precision) pairs the cache lacks (None: the cache decides).
 
-    `scout(choice)` (images/s on SCOUT_IMAGES images of the real batch) guards against a
-    candidate whose one full step would take minutes: see SCOUT_STEP_SECONDS; `batch` is the
+    `scout(choice)` (images/s on scout_images(batch) images of the real batch) guards against
+    a candidate whose one full step would take minutes: see SCOUT_STEP_SECONDS; `batch` is the
     full batch. Such a candidate's speed is the best's scaled by their scouts' ratio, marked
-    with the images it was scouted on (`estimates`: those already in `known`)."""
+    with the images it was scouted on (`estimates`: those already in `known`). Without a
+    budget (`dlintro tune`) each candidate may take BUDGET_MAX_SECONDS."""
     known = dict(known or {})
     scouted = {c: n for c, n in (estimates or {}).items() if c in known}
     if len(options) == 1:  # nothing to compare: set in the config, or the only candidate here
@@ -306,12 +312,19 @@ def decide(
         if scout is None or not full:
             return None
         best = max(full, key=lambda c: known[c])
-        if batch / max(known[best], 1e-9) < SCOUT_STEP_SECONDS:
+        step = batch / max(known[best], 1e-9)
+        if step < SCOUT_STEP_SECONDS or 2 * SCOUT_WORST * step <= left(known[best]):
             return None
         mine, theirs = pace(choice), pace(best)
-        if mine * SCOUT_FACTOR >= theirs:
-            return None
-        return known[best] * mine / max(theirs, 1e-9)
+        estimate = known[best] * mine / max(theirs, 1e-9)
+        unaffordable = mine < theirs and 2 * batch / max(estimate, 1e-9) > left(known[best])
+        return estimate if mine * SCOUT_FACTOR < theirs or unaffordable else None
+
+    def left(best: float) -> float:
+        """The seconds a candidate may still take."""
+        if budget_seconds is None:
+            return BUDGET_MAX_SECONDS
+        return budget_seconds(best) - (clock() - started)
 
     def run(choice: Choice) -> None:
         nonlocal count
@@ -319,7 +332,7 @@ def decide(
         if estimate is None:
             known[choice] = float(measure(choice))
         else:
-            known[choice], scouted[choice] = estimate, SCOUT_IMAGES
+            known[choice], scouted[choice] = estimate, scout_images(batch)
         count += 1
 
     for choice in pairs:
@@ -340,6 +353,12 @@ def decide(
     best = max(tried, key=lambda c: known[c])
     trials = tuple(Trial(c, known[c], scouted.get(c, 0)) for c in tried)
     return Decision(best, "measured" if count else "cache", trials, auto), known
+
+
+def scout_images(batch: int) -> int:
+    """How many images of a batch a scout trains on."""
+    low, high = SCOUT_IMAGES
+    return min(batch, max(low, min(high, batch // SCOUT_SHARE)))
 
 
 def budget(total_images: int, fraction: float = BUDGET_FRACTION) -> Callable[[float], float]:
