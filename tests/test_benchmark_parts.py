@@ -97,5 +97,7 @@ def test_offline_overrides_use_the_jpeg_copy_only_without_the_archive(tmp_path: 
     assert args[2:] == [a for o in overrides for a in ("--set", o)]
     cfg = offline_data.offline_config("cifar10_keras_conv", tmp_path)
     assert cfg.data.dataset == "image_folder"
-    (tmp_path / "cifar10").mkdir()  # the archive wins
+    (tmp_path / "cifar10").mkdir()  # an empty folder is no archive: still the copy
+    assert offline_data.data_overrides("cifar10", tmp_path) == overrides
+    (tmp_path / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(b"")  # the archive wins
     assert offline_data.data_overrides("cifar10", tmp_path) == []

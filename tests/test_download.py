@@ -133,6 +133,7 @@ def test_unreachable_file_names_files_directory_and_reason(tmp_path, serve, monk
     assert "cannot download train-images-idx3-ubyte.gz" in msg and "HTTP 404" in msg
     assert all(f.name in msg for f in mnist.MNIST_INFO.files)
     assert str(tmp_path / "root" / "mnist") in msg and "DLINTRO_DATA_DIR / --data-dir" in msg
+    assert not (tmp_path / "root").exists()  # nothing written: no empty folders left behind
 
 
 def test_oversized_file_is_refused(tmp_path, serve, monkeypatch):

@@ -222,19 +222,29 @@ def ensure_files(info: DatasetInfo, root: Path, progress: Progress | None = None
     mirrors = mirrors_for(info)
     if not mirrors:
         raise UserError(f"{info.name}: missing {', '.join(names)}, no mirror known; {where}")
+    new_dirs = [d for d in (directory, *directory.parents) if not d.exists()]
     _writable_dir(directory, names, info.name)
-    with _progress_reporter(progress) as report:
-        for spec in missing:
-            reasons = []
-            for base in mirrors:
-                reason = _fetch(f"{base.rstrip('/')}/{spec.name}", spec, directory, report)
-                if not reason:
-                    break
-                reasons.append(reason)
-            else:
-                raise UserError(
-                    f"{info.name}: cannot download {spec.name} ({'; '.join(reasons)}); {where}"
-                )
+    try:
+        with _progress_reporter(progress) as report:
+            for spec in missing:
+                reasons = []
+                for base in mirrors:
+                    reason = _fetch(f"{base.rstrip('/')}/{spec.name}", spec, directory, report)
+                    if not reason:
+                        break
+                    reasons.append(reason)
+                else:
+                    raise UserError(
+                        f"{info.name}: cannot download {spec.name} ({'; '.join(reasons)}); "
+                        f"{where}"
+                    )
+    except UserError:
+        # a failed download leaves no empty folder behind: an empty <data dir>/cifar10/ would
+        # look like the official archive's place to whoever checks the data directory next
+        for created in new_dirs:
+            with contextlib.suppress(OSError):
+                created.rmdir()  # only if still empty: files already fetched stay, a cache
+        raise
     return directory
 
 
