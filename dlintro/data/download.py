@@ -235,8 +235,7 @@ def ensure_files(info: DatasetInfo, root: Path, progress: Progress | None = None
                     reasons.append(reason)
                 else:
                     raise UserError(
-                        f"{info.name}: cannot download {spec.name} ({'; '.join(reasons)}); "
-                        f"{where}"
+                        f"{info.name}: cannot download {spec.name} ({'; '.join(reasons)}); {where}"
                     )
     except UserError:
         # a failed download leaves no empty folder behind: an empty <data dir>/cifar10/ would
