@@ -22,12 +22,11 @@ def data_overrides(dataset: str, data_dir: str | Path | None) -> list[str]:
     """`--set` overrides that read CIFAR-10 from the JPEG copy when the archive is absent."""
     if dataset != "cifar10" or not data_dir:
         return []
-    from dlintro.data.cifar import CIFAR10_INFO
+    from dlintro.data import cifar
 
     root = Path(data_dir).resolve()
     jpeg = root / "cifar10_jpeg"
-    official = all((root / "cifar10" / spec.name).is_file() for spec in CIFAR10_INFO.files)
-    if official or not jpeg.is_dir():
+    if cifar.present(cifar.CIFAR10_INFO, cifar.CIFAR10_LAYOUT, root) or not jpeg.is_dir():
         return []
     return ["data.dataset=image_folder", f"data.params={{path: {jpeg}, image_size: [32, 32]}}"]
 

@@ -184,6 +184,31 @@ def test_missing_archive_offline_says_where(tmp_path, monkeypatch):
     assert "DLINTRO_OFFLINE" in msg
 
 
+def test_missing_cifar10_beside_a_jpeg_copy_says_how_to_train_on_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "_open", lambda *a: pytest.fail("network used while offline"))
+    with pytest.raises(UserError) as exc:
+        sources.load_dataset("cifar10", tmp_path, {})
+    assert "JPEG copy" not in str(exc.value)  # no copy: the plain message
+    (tmp_path / "cifar10_jpeg" / "train").mkdir(parents=True)
+    with pytest.raises(UserError) as exc:
+        sources.load_dataset("cifar10", tmp_path, {})
+    msg = str(exc.value)
+    assert "missing cifar-10-binary.tar.gz" in msg and "\n" not in msg
+    assert "--set data.dataset=image_folder" in msg and str(tmp_path / "cifar10_jpeg") in msg
+    assert not (tmp_path / "cifar10").exists()  # nothing written
+
+
+def test_official_data_is_present_as_archive_or_folder(tmp_path):
+    assert not cifar.present(cifar.CIFAR10_INFO, C10, tmp_path)
+    (tmp_path / "cifar10").mkdir()
+    assert not cifar.present(cifar.CIFAR10_INFO, C10, tmp_path)  # an empty folder is not
+    (tmp_path / "cifar10" / "cifar-10-batches-bin").mkdir()
+    assert cifar.present(cifar.CIFAR10_INFO, C10, tmp_path)  # extracted by hand
+    (tmp_path / "cifar10" / "cifar-10-batches-bin").rmdir()
+    (tmp_path / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(b"")
+    assert cifar.present(cifar.CIFAR10_INFO, C10, tmp_path)
+
+
 def test_load_cifar10_from_archive(tmp_path):
     info, (x, y, xt, yt) = tiny_cifar10(tmp_path)
     arrays = cifar.load_cifar(info, C10, tmp_path)

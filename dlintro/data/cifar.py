@@ -265,10 +265,28 @@ def load_cifar(info: DatasetInfo, layout: CifarLayout, root: Path, label_byte: i
     return Arrays(x, y, xt, yt)
 
 
+def present(info: DatasetInfo, layout: CifarLayout, root: Path) -> bool:
+    """Whether `<root>/<dataset>/` holds the official data: its archive or its record folder."""
+    directory = Path(root).expanduser() / info.name
+    if any(d.is_dir() for d in (directory / layout.folder, directory / EXTRACTED / layout.folder)):
+        return True
+    return all((directory / spec.name).is_file() for spec in info.files)
+
+
 @DATASETS.register("cifar10", info=CIFAR10_INFO)
 def cifar10(root: Path) -> Arrays:
     """CIFAR-10 from `<root>/cifar10/` (the binary archive, downloaded when missing)."""
-    return load_cifar(CIFAR10_INFO, CIFAR10_LAYOUT, root)
+    try:
+        return load_cifar(CIFAR10_INFO, CIFAR10_LAYOUT, root)
+    except UserError as exc:
+        # a data directory laid out like ../shared/datasets may hold a JPEG copy instead
+        jpeg = Path(root).expanduser() / "cifar10_jpeg"
+        if present(CIFAR10_INFO, CIFAR10_LAYOUT, root) or not (jpeg / "train").is_dir():
+            raise
+        raise UserError(
+            f"{exc}; or train on the JPEG copy of CIFAR-10 in {jpeg}: --set "
+            f'data.dataset=image_folder --set "data.params={{path: {jpeg}, image_size: [32, 32]}}"'
+        ) from None
 
 
 @DATASETS.register("cifar100", info=cifar100_info(), info_for=cifar100_info)
@@ -288,6 +306,7 @@ __all__ = [
     "extracted_folder",
     "load_cifar",
     "parse_records",
+    "present",
     "read_class_names",
     "read_records",
 ]
