@@ -136,6 +136,18 @@ def test_unreachable_file_names_files_directory_and_reason(tmp_path, serve, monk
     assert not (tmp_path / "root").exists()  # nothing written: no empty folders left behind
 
 
+def test_an_interrupted_download_leaves_nothing_behind(tmp_path, serve, monkeypatch):
+    info = tiny_dataset(tmp_path / "srv")
+    use_mirror(monkeypatch, serve(tmp_path / "srv"))
+
+    def interrupt(name: str, done: int, total: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the first file
+
+    with pytest.raises(KeyboardInterrupt):
+        download.ensure_files(info, tmp_path / "root" / "data", progress=interrupt)
+    assert not (tmp_path / "root").exists()
+
+
 def test_oversized_file_is_refused(tmp_path, serve, monkeypatch):
     info = tiny_dataset(tmp_path / "srv")
     big = tmp_path / "srv" / "tiny" / "t10k-labels-idx1-ubyte.gz"

@@ -237,9 +237,9 @@ def ensure_files(info: DatasetInfo, root: Path, progress: Progress | None = None
                     raise UserError(
                         f"{info.name}: cannot download {spec.name} ({'; '.join(reasons)}); {where}"
                     )
-    except UserError:
-        # a failed download leaves no empty folder behind: an empty <data dir>/cifar10/ would
-        # look like the official archive's place to whoever checks the data directory next
+    except BaseException:
+        # a failed or interrupted download leaves no empty folder behind: an empty
+        # <data dir>/cifar10/ would look like the official data's place to the next reader
         for created in new_dirs:
             with contextlib.suppress(OSError):
                 created.rmdir()  # only if still empty: files already fetched stay, a cache
