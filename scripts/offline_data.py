@@ -22,13 +22,9 @@ def data_overrides(dataset: str, data_dir: str | Path | None) -> list[str]:
     """`--set` overrides that read CIFAR-10 from the JPEG copy when the archive is absent."""
     if dataset != "cifar10" or not data_dir:
         return []
-    from dlintro.data import cifar
+    from dlintro.data.cifar import jpeg_copy_overrides
 
-    root = Path(data_dir).resolve()
-    jpeg = root / "cifar10_jpeg"
-    if cifar.present(cifar.CIFAR10_INFO, cifar.CIFAR10_LAYOUT, root) or not jpeg.is_dir():
-        return []
-    return ["data.dataset=image_folder", f"data.params={{path: {jpeg}, image_size: [32, 32]}}"]
+    return jpeg_copy_overrides(Path(data_dir).resolve())
 
 
 def config_path(name: str | Path) -> Path:

@@ -10,6 +10,7 @@ the label byte(s) (CIFAR-100: coarse, then fine) followed by 3072 pixel bytes, c
 from __future__ import annotations
 
 import functools
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -216,9 +217,9 @@ def extracted_folder(info: DatasetInfo, layout: CifarLayout, root: Path) -> Path
     """
     directory = Path(root).expanduser() / info.name
     spec = info.files[0]
-    for candidate in (directory / layout.folder, directory / EXTRACTED / layout.folder):
-        if candidate.is_dir():
-            return candidate
+    found = record_folder(info, layout, root)
+    if found is not None:
+        return found
     target = directory / EXTRACTED
     if target.exists():
         raise UserError(
@@ -265,12 +266,30 @@ def load_cifar(info: DatasetInfo, layout: CifarLayout, root: Path, label_byte: i
     return Arrays(x, y, xt, yt)
 
 
+def record_folder(info: DatasetInfo, layout: CifarLayout, root: Path) -> Path | None:
+    """The folder of record files under `<root>/<dataset>/` (extracted by hand or by dlintro),
+    or None."""
+    directory = Path(root).expanduser() / info.name
+    candidates = (directory / layout.folder, directory / EXTRACTED / layout.folder)
+    return next((c for c in candidates if c.is_dir()), None)
+
+
 def present(info: DatasetInfo, layout: CifarLayout, root: Path) -> bool:
     """Whether `<root>/<dataset>/` holds the official data: its archive or its record folder."""
-    directory = Path(root).expanduser() / info.name
-    if any(d.is_dir() for d in (directory / layout.folder, directory / EXTRACTED / layout.folder)):
+    if record_folder(info, layout, root) is not None:
         return True
+    directory = Path(root).expanduser() / info.name
     return all((directory / spec.name).is_file() for spec in info.files)
+
+
+def jpeg_copy_overrides(root: Path) -> list[str]:
+    """The `--set` overrides that train a cifar10 config on `<root>/cifar10_jpeg/` (CIFAR-10
+    as JPEG folders, as ../shared/datasets holds it) where the official data is absent; []
+    where it is present or there is no copy."""
+    jpeg = Path(root).expanduser() / "cifar10_jpeg"
+    if present(CIFAR10_INFO, CIFAR10_LAYOUT, root) or not jpeg.is_dir():
+        return []
+    return ["data.dataset=image_folder", f"data.params={{path: {jpeg}, image_size: [32, 32]}}"]
 
 
 @DATASETS.register("cifar10", info=CIFAR10_INFO)
@@ -279,13 +298,13 @@ def cifar10(root: Path) -> Arrays:
     try:
         return load_cifar(CIFAR10_INFO, CIFAR10_LAYOUT, root)
     except UserError as exc:
-        # a data directory laid out like ../shared/datasets may hold a JPEG copy instead
-        jpeg = Path(root).expanduser() / "cifar10_jpeg"
-        if present(CIFAR10_INFO, CIFAR10_LAYOUT, root) or not (jpeg / "train").is_dir():
+        overrides = jpeg_copy_overrides(root)
+        if not overrides:
             raise
+        where = Path(root).expanduser() / "cifar10_jpeg"
+        arguments = shlex.join(a for o in overrides for a in ("--set", o))
         raise UserError(
-            f"{exc}; or train on the JPEG copy of CIFAR-10 in {jpeg}: --set "
-            f'data.dataset=image_folder --set "data.params={{path: {jpeg}, image_size: [32, 32]}}"'
+            f"{exc}; or train on the JPEG copy of CIFAR-10 in {where}: {arguments}"
         ) from None
 
 
@@ -304,9 +323,11 @@ __all__ = [
     "CifarLayout",
     "cifar100_info",
     "extracted_folder",
+    "jpeg_copy_overrides",
     "load_cifar",
     "parse_records",
     "present",
     "read_class_names",
     "read_records",
+    "record_folder",
 ]
